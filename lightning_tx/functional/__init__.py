@@ -1,0 +1,41 @@
+"""Pure tensor functions: the math of every estimator (float64, any device, no Lightning)."""
+
+from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
+from lightning_tx.functional.frames import (
+    flatten_frames,
+    frame_mask,
+    frame_targets,
+    lengths_to_mask,
+    tih_frames,
+)
+from lightning_tx.functional.gbc import gbc, gbc_from_statistics
+from lightning_tx.functional.hscore import hscore, hscore_from_statistics, ledoit_wolf_shrinkage
+from lightning_tx.functional.logme import logme, logme_from_statistics, logme_statistics
+from lightning_tx.functional.sliced_wasserstein import (
+    random_projections,
+    sliced_wasserstein,
+    sliced_wasserstein_from_projections,
+    wasserstein_1d,
+)
+
+__all__ = [
+    "ClassStatistics",
+    "class_statistics",
+    "flatten_frames",
+    "frame_mask",
+    "frame_targets",
+    "gbc",
+    "gbc_from_statistics",
+    "hscore",
+    "hscore_from_statistics",
+    "lengths_to_mask",
+    "ledoit_wolf_shrinkage",
+    "logme",
+    "logme_from_statistics",
+    "logme_statistics",
+    "random_projections",
+    "sliced_wasserstein",
+    "sliced_wasserstein_from_projections",
+    "tih_frames",
+    "wasserstein_1d",
+]

@@ -1,0 +1,69 @@
+"""Input validation shared by the estimators: fail early, name what is wrong."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_features(features: Tensor, name: str = "features") -> None:
+    """Raise if ``features`` is not a finite ``[N, D]`` floating tensor."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"`{name}` must have shape [N, D], got {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor, got dtype {features.dtype}")
+    # Fast path: a finite sum means every entry is finite (NaN and Inf propagate); a
+    # non-finite sum may be an overflow, so the full scan decides.
+    if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
+        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
+        raise ValueError(
+            f"`{name}` contains NaN or Inf in {bad.numel()} of {features.shape[0]} frames "
+            f"(first at row {int(bad[0])})"
+        )
+
+
+def check_class_labels(labels: Tensor, num_classes: int, name: str = "targets") -> None:
+    """Raise if ``labels`` is not a ``[N]`` integer tensor with values in ``[0, num_classes)``."""
+    if labels.ndim != 1:
+        raise ValueError(f"`{name}` must have shape [N] of class ids, got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold integer class ids, got dtype {labels.dtype}")
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"`{name}` holds class ids in [{low}, {high}] but num_classes={num_classes}: "
+            f"every id must lie in [0, {num_classes - 1}]"
+        )
+
+
+def check_same_length(features: Tensor, targets: Tensor) -> None:
+    if features.shape[0] != targets.shape[0]:
+        raise ValueError(f"`features` has {features.shape[0]} frames but `targets` has {targets.shape[0]}")
+
+
+def check_enough_frames(num_frames: int, minimum: int = 2) -> None:
+    if num_frames < minimum:
+        raise ValueError(
+            f"need at least {minimum} frames to score, got {num_frames}"
+            + (" (was update() ever called?)" if num_frames == 0 else "")
+        )
+
+
+def check_classes_present(class_counts: Tensor) -> None:
+    """Every class of the task must have frames: an empty class has no defined statistics."""
+    present = int((class_counts > 0).sum())
+    if present < 2:
+        raise ValueError(
+            f"need frames of at least 2 classes to score, got {present} "
+            f"(frames per class: {class_counts.tolist()})"
+        )
+    absent = (class_counts == 0).nonzero().flatten().tolist()
+    if absent:
+        raise ValueError(
+            f"classes {absent} of num_classes={class_counts.numel()} have no frames; score more "
+            "data (e.g. raise limit_batches) or remove those classes from the task"
+        )

@@ -1,0 +1,98 @@
+"""Per-class first and second moments of frames, additive over chunks of frames.
+
+H-score and GBC need only these sums, so they stream in bounded memory and sync across
+processes with a sum-reduce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from lightning_tx.functional._linalg import as_float64, gram_matrix
+
+
+@dataclass
+class ClassStatistics:
+    """Sums over the frames seen so far (float64; ``N`` frames, ``D`` dims, ``C`` classes).
+
+    Attributes:
+        class_counts: ``[C]`` frames per class.
+        class_sums: ``[C, D]`` sum of the frames of each class.
+        class_sq_sums: ``[C, D]`` sum of the squared frames of each class (elementwise).
+        gram: ``[D, D]`` sum of ``f f^T`` over all frames (None when not accumulated;
+            H-score and H_alpha need it).
+        norm4_sum: ``[]`` sum of ``|f|^4`` (None when not accumulated).
+        norm2_weighted_sum: ``[D]`` sum of ``|f|^2 f`` (None when not accumulated).
+    """
+
+    class_counts: Tensor
+    class_sums: Tensor
+    class_sq_sums: Tensor | None = None
+    gram: Tensor | None = None
+    norm4_sum: Tensor | None = None
+    norm2_weighted_sum: Tensor | None = None
+
+    @property
+    def num_frames(self) -> Tensor:
+        return self.class_counts.sum()
+
+    @property
+    def feature_sum(self) -> Tensor:
+        return self.class_sums.sum(0)
+
+    def __add__(self, other: ClassStatistics) -> ClassStatistics:
+        merged = {}
+        for field in fields(self):
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            merged[field.name] = None if mine is None or theirs is None else mine + theirs
+        return ClassStatistics(**merged)
+
+
+def class_statistics(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    with_sq_sums: bool = False,
+    with_gram: bool = False,
+    with_fourth_moments: bool = False,
+) -> ClassStatistics:
+    """The sums of :class:`ClassStatistics` for ``[N, D]`` features and ``[N]`` class ids."""
+    features = as_float64(features)
+    labels = labels.to(features.device).long()
+    dim = features.shape[1]
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    sums = features.new_zeros(num_classes, dim).index_add_(0, labels, features)
+    stats = ClassStatistics(class_counts=counts, class_sums=sums)
+    if with_sq_sums:
+        stats.class_sq_sums = features.new_zeros(num_classes, dim).index_add_(0, labels, features**2)
+    if with_gram:
+        stats.gram = gram_matrix(features)
+    if with_fourth_moments:
+        norm2 = (features**2).sum(1)
+        stats.norm4_sum = (norm2**2).sum()
+        stats.norm2_weighted_sum = norm2 @ features
+    return stats
+
+
+def _mean_and_covariance(stats: ClassStatistics) -> tuple[Tensor, Tensor]:
+    """Global mean ``[D]`` and population covariance ``[D, D]`` (1/N) from the sums."""
+    if stats.gram is None:
+        raise ValueError("these statistics were accumulated without the Gram matrix")
+    n = stats.num_frames
+    mean = stats.feature_sum / n
+    return mean, stats.gram / n - torch.outer(mean, mean)
+
+
+def between_class_covariance(stats: ClassStatistics) -> Tensor:
+    """``[D, D]`` covariance of ``E[f | y]`` over frames: ``sum_c n_c/N (mu_c - mu)(mu_c - mu)^T``."""
+    n = stats.num_frames
+    mean = stats.feature_sum / n
+    present = stats.class_counts > 0
+    class_means = stats.class_sums[present] / stats.class_counts[present].unsqueeze(1)
+    centered = class_means - mean
+    weights = stats.class_counts[present] / n
+    return (centered * weights.unsqueeze(1)).T @ centered

@@ -1,0 +1,120 @@
+"""Temporal independence hypothesis (TIH): every valid frame is one sample.
+
+A batch of encoder outputs ``[B, T, D]`` with per-utterance frame lengths (or a
+``[B, T]`` validity mask) becomes a ``[N, D]`` matrix of its ``N`` valid frames;
+utterance-level targets are broadcast to every valid frame of their utterance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
+    """``[B]`` valid frame counts -> ``[B, max_length]`` bool mask (True = valid frame)."""
+    if lengths.ndim != 1:
+        raise ValueError(f"`lengths` must have shape [B], got {tuple(lengths.shape)}")
+    if lengths.is_floating_point():
+        raise TypeError(f"`lengths` must hold integer frame counts, got dtype {lengths.dtype}")
+    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > max_length):
+        raise ValueError(
+            f"`lengths` must lie in [0, {max_length}] (the padded length T), "
+            f"got values in [{int(lengths.min())}, {int(lengths.max())}]"
+        )
+    steps = torch.arange(max_length, device=lengths.device)
+    return steps.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def frame_mask(features: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """The ``[B, T]`` validity mask of ``[B, T, D]`` features from ``lengths`` or ``mask``.
+
+    With neither given, every frame is valid.
+    """
+    if features.ndim != 3:
+        raise ValueError(f"`features` must have shape [B, T, D], got {tuple(features.shape)}")
+    batch, steps = features.shape[:2]
+    if lengths is not None and mask is not None:
+        raise ValueError("pass either `lengths` or `mask`, not both")
+    if lengths is not None:
+        if lengths.shape != (batch,):
+            raise ValueError(
+                f"`lengths` must have shape [B]=[{batch}] to match features {tuple(features.shape)}, "
+                f"got {tuple(lengths.shape)}"
+            )
+        return lengths_to_mask(lengths.to(features.device), steps)
+    if mask is not None:
+        if mask.shape != (batch, steps):
+            raise ValueError(
+                f"`mask` must have shape [B, T]=[{batch}, {steps}] to match features "
+                f"{tuple(features.shape)}, got {tuple(mask.shape)}"
+            )
+        return mask.to(device=features.device, dtype=torch.bool)
+    return torch.ones(batch, steps, dtype=torch.bool, device=features.device)
+
+
+def flatten_frames(features: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """``[B, T, D]`` padded frames -> ``[N, D]`` valid frames, ``N = mask.sum()``.
+
+    Frames are taken utterance by utterance, in time order.
+    """
+    return features[frame_mask(features, lengths, mask)]
+
+
+def frame_targets(targets: Tensor, mask: Tensor) -> Tensor:
+    """Targets of every valid frame, in the order of :func:`flatten_frames`.
+
+    Args:
+        targets: ``[B]`` utterance class ids or ``[B, K]`` utterance regression targets
+            (broadcast to every frame), or ``[B, T]`` frame class ids or ``[B, T, K]``
+            frame regression targets.
+        mask: ``[B, T]`` bool validity mask.
+
+    Returns:
+        ``[N]`` or ``[N, K]`` targets, ``N = mask.sum()``.
+    """
+    batch, steps = mask.shape
+    if targets.shape[0] != batch:
+        raise ValueError(f"`targets` has {targets.shape[0]} rows but the batch has {batch} utterances")
+    targets = targets.to(mask.device)
+    if (
+        targets.ndim >= 2
+        and targets.shape[1] == steps
+        and (targets.ndim == 3 or not targets.is_floating_point())
+    ):
+        return targets[mask]  # per-frame targets
+    if targets.ndim == 1 or (targets.ndim == 2 and targets.is_floating_point()):
+        counts = mask.sum(dim=1)
+        return torch.repeat_interleave(targets, counts, dim=0)  # per-utterance, broadcast
+    raise ValueError(
+        f"`targets` must have shape [B], [B, K] (utterance) or [B, T], [B, T, K] (frame) with "
+        f"B={batch}, T={steps}; got {tuple(targets.shape)} of dtype {targets.dtype}"
+    )
+
+
+def tih_frames(
+    features: Tensor,
+    targets: Tensor | None = None,
+    lengths: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Frames (and their targets) as independent samples.
+
+    ``[N, D]`` features pass through unchanged (with ``[N]`` / ``[N, K]`` targets);
+    ``[B, T, D]`` features are flattened to their valid frames and utterance targets
+    are broadcast (see :func:`frame_targets`).
+
+    Returns:
+        ``(frames [N, D], targets [N] or [N, K] or None)``.
+    """
+    if features.ndim == 2:
+        if lengths is not None or mask is not None:
+            raise ValueError("`lengths`/`mask` apply to [B, T, D] features, got [N, D] features")
+        if targets is not None and targets.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"`features` has {features.shape[0]} frames but `targets` has {targets.shape[0]}"
+            )
+        return features, targets
+    valid = frame_mask(features, lengths, mask)
+    frames = features[valid]
+    return frames, (None if targets is None else frame_targets(targets, valid))

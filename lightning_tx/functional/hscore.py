@@ -1,0 +1,119 @@
+r"""H-score and its shrinkage form H_alpha.
+
+Bao et al., "An Information-theoretic Approach to Transferability in Task Transfer
+Learning" (ICIP 2019):
+
+.. math:: H(f) = \mathrm{tr}\big(\mathrm{cov}(f)^{+}\,\mathrm{cov}(E[f \mid y])\big)
+
+Ibrahim, Ponomareva, Mazumder, "Newer is not always better: rethinking transferability
+metrics, their peculiarities, stability and performance" (ECML-PKDD 2022) replace the
+ill-conditioned feature covariance by its Ledoit-Wolf shrinkage
+:math:`\Sigma_\alpha = (1-\alpha)\,\mathrm{cov}(f) + \alpha\,\sigma I`,
+:math:`\sigma = \mathrm{tr}(\mathrm{cov}(f))/D`, with the Ledoit-Wolf (2004) coefficient
+:math:`\alpha` (as ``sklearn.covariance.ledoit_wolf_shrinkage``):
+
+.. math:: H_\alpha(f) = \mathrm{tr}\big(\Sigma_\alpha^{-1}\,(1-\alpha)\,\mathrm{cov}(E[f \mid y])\big)
+
+Both covariances are population covariances over frames (1/N; the 1/(N-1) of some
+implementations cancels in H and changes H_alpha by N/(N-1)). Higher is better; H is at
+most ``C - 1``. The Ledoit-Wolf coefficient needs the centred fourth moment
+:math:`\sum_k |f_k - \mu|^4`, which is expanded into additive raw moments so that it
+streams; features with a large common offset lose digits in that expansion (about
+``log10(|mu|^2 / var)`` of them), which is harmless for a shrinkage coefficient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_tx.functional._checks import (
+    check_class_labels,
+    check_classes_present,
+    check_enough_frames,
+    check_features,
+    check_same_length,
+)
+from lightning_tx.functional.class_statistics import (
+    ClassStatistics,
+    _mean_and_covariance,
+    between_class_covariance,
+    class_statistics,
+)
+
+
+def _pinv_psd(matrix: Tensor) -> Tensor:
+    """Pseudo-inverse of a symmetric positive semi-definite matrix (eigenvalues below
+    ``D * eps * max`` are treated as zero)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    cutoff = eigenvalues.max().clamp_min(0) * matrix.shape[0] * torch.finfo(matrix.dtype).eps
+    inverse = torch.where(eigenvalues > cutoff, 1.0 / eigenvalues, torch.zeros_like(eigenvalues))
+    return (eigenvectors * inverse) @ eigenvectors.T
+
+
+def ledoit_wolf_shrinkage(stats: ClassStatistics) -> Tensor:
+    """The Ledoit-Wolf shrinkage coefficient in [0, 1] of the frames' covariance."""
+    if stats.norm4_sum is None or stats.norm2_weighted_sum is None:
+        raise ValueError("H_alpha needs statistics accumulated with fourth moments")
+    n = stats.num_frames
+    dim = stats.gram.shape[0]
+    mean, cov = _mean_and_covariance(stats)
+    mean_sq = mean @ mean
+    # sum_k |f_k - mu|^4 expanded into raw moments (q = |f|^2, r = f . mu):
+    # sum (q - 2r + |mu|^2)^2
+    centered_norm4 = (
+        stats.norm4_sum
+        - 4 * (stats.norm2_weighted_sum @ mean)
+        + 4 * (mean @ stats.gram @ mean)
+        + 2 * mean_sq * torch.trace(stats.gram)
+        - 4 * mean_sq * (stats.feature_sum @ mean)
+        + n * mean_sq**2
+    )
+    mu = torch.trace(cov) / dim
+    cov_sq = (cov**2).sum()
+    beta = (centered_norm4 / n - cov_sq) / (dim * n)
+    delta = (cov_sq - 2 * mu * torch.trace(cov) + dim * mu**2) / dim
+    beta = torch.minimum(beta, delta).clamp_min(0)
+    if float(delta) == 0.0:
+        return torch.zeros((), dtype=torch.float64, device=cov.device)
+    return beta / delta
+
+
+def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -> Tensor:
+    """H-score (``shrinkage=False``) or H_alpha (``shrinkage=True``) from class statistics.
+
+    Returns a scalar float64 tensor (dimensionless, higher is better).
+    """
+    check_enough_frames(int(stats.num_frames))
+    check_classes_present(stats.class_counts)
+    _, cov = _mean_and_covariance(stats)
+    between = between_class_covariance(stats)
+    if not shrinkage:
+        return torch.trace(_pinv_psd(cov) @ between)
+    alpha = ledoit_wolf_shrinkage(stats)
+    dim = cov.shape[0]
+    shrunk = (1 - alpha) * cov + alpha * torch.trace(cov) / dim * torch.eye(
+        dim, dtype=cov.dtype, device=cov.device
+    )
+    return torch.trace(_pinv_psd(shrunk) @ ((1 - alpha) * between))
+
+
+def hscore(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int | None = None,
+    shrinkage: bool = False,
+) -> Tensor:
+    """H-score of ``[N, D]`` features for ``[N]`` class ids (H_alpha with ``shrinkage=True``).
+
+    ``num_classes`` defaults to ``labels.max() + 1``; every class must have frames.
+    """
+    check_features(features)
+    check_same_length(features, labels)
+    if num_classes is None:
+        check_class_labels(labels, torch.iinfo(torch.int64).max, name="labels")
+        num_classes = int(labels.max()) + 1 if labels.numel() else 0
+    check_class_labels(labels, num_classes, name="labels")
+    stats = class_statistics(features, labels, num_classes, with_gram=True, with_fourth_moments=shrinkage)
+    return hscore_from_statistics(stats, shrinkage=shrinkage)

@@ -1,0 +1,15 @@
+"""torchmetrics metrics, thin over :mod:`lightning_tx.functional` (no Lightning here)."""
+
+from lightning_tx.metrics.base import ClassificationTransferabilityMetric, TransferabilityMetric
+from lightning_tx.metrics.class_separability import GBC, HScore
+from lightning_tx.metrics.logme import LogME
+from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
+
+__all__ = [
+    "GBC",
+    "ClassificationTransferabilityMetric",
+    "HScore",
+    "LogME",
+    "SlicedWasserstein",
+    "TransferabilityMetric",
+]

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from conftest import classification_data
+from reference import reference_gbc, reference_hscore, reference_hscore_shrinkage, reference_ledoit_wolf
+
+from lightning_tx.functional import class_statistics, gbc, hscore, ledoit_wolf_shrinkage
+
+
+@pytest.mark.parametrize(("n", "d", "c", "scale", "offset"), [(600, 12, 3, 1, 0), (2000, 40, 8, 300, 50)])
+def test_hscore_matches_reference(n, d, c, scale, offset):
+    features, labels = classification_data(n, d, c, scale=scale, offset=offset)
+    expected = reference_hscore(features.numpy(), labels.numpy())
+    assert float(hscore(features, labels)) == pytest.approx(expected, rel=1e-8)
+
+
+def test_hscore_is_bounded_by_classes_minus_one():
+    features, labels = classification_data(500, 10, 4)
+    assert 0 < float(hscore(features, labels)) <= 3 + 1e-9
+
+
+@pytest.mark.parametrize(("n", "d", "offset"), [(300, 10, 0.0), (40, 60, 0.0), (400, 16, 50.0)])
+def test_ledoit_wolf_shrinkage_matches_reference(n, d, offset):
+    features, labels = classification_data(n, d, 3, offset=offset)
+    stats = class_statistics(features, labels, 3, with_gram=True, with_fourth_moments=True)
+    expected = reference_ledoit_wolf(features.numpy())
+    assert float(ledoit_wolf_shrinkage(stats)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("n", "d"), [(500, 12), (50, 80)])
+def test_shrinkage_hscore_matches_reference(n, d):
+    features, labels = classification_data(n, d, 4, seed=4)
+    expected = reference_hscore_shrinkage(features.numpy(), labels.numpy())
+    assert float(hscore(features, labels, shrinkage=True)) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("gaussian_type", ["diagonal", "spherical"])
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (300.0, 50.0)])
+def test_gbc_matches_reference(gaussian_type, scale, offset):
+    features, labels = classification_data(900, 6, 5, scale=scale, offset=offset)
+    expected = reference_gbc(features.numpy(), labels.numpy(), spherical=gaussian_type == "spherical")
+    assert float(gbc(features, labels, gaussian_type=gaussian_type)) == pytest.approx(expected, rel=1e-7)
+
+
+def test_gbc_closed_form_two_gaussians():
+    """Two classes, unit variance, means 2 apart in one of D dims: D_B = 4/8, GBC = -2 e^-0.5."""
+    n = 200_000
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    features = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    features[:, 0] += 2.0 * labels
+    assert float(gbc(features, labels)) == pytest.approx(-2 * np.exp(-0.5), rel=2e-2)
+
+
+def test_scores_follow_separability():
+    features, labels = classification_data(800, 8, 4)
+    shuffled = labels[torch.randperm(800)]
+    assert float(hscore(features, labels)) > float(hscore(features, shuffled))
+    assert float(gbc(features, labels)) > float(gbc(features, shuffled))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        hscore(torch.randn(10, 3), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="gaussian_type"):
+        gbc(torch.randn(10, 3), torch.arange(10) % 2, gaussian_type="full")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        gbc(torch.tensor([[1.0], [float("inf")]]), torch.tensor([0, 1]))
