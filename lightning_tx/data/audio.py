@@ -1,0 +1,54 @@
+"""Reading audio: soundfile (no FFmpeg needed), mono, resampled, capped in length."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used, with the file named in the message."""
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    max_seconds: float | None = None,
+) -> Tensor:
+    """Read ``path`` as a ``[S]`` float32 mono waveform at ``sample_rate`` Hz.
+
+    Multi-channel audio is averaged to mono; other rates are resampled with
+    ``torchaudio.functional.resample``; ``max_seconds`` keeps only the start.
+
+    Raises:
+        AudioError: the file is missing, unreadable, empty or holds NaN/Inf samples.
+    """
+    try:
+        data, file_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"cannot read audio file {os.fspath(path)!r}: {error}") from error
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file {os.fspath(path)!r} has no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"audio file {os.fspath(path)!r} contains NaN or Inf samples")
+    waveform = torch.from_numpy(data.mean(axis=1))
+    if file_rate != sample_rate:
+        waveform = AF.resample(waveform, file_rate, sample_rate)
+    if max_seconds is not None:
+        waveform = waveform[: int(round(max_seconds * sample_rate))]
+    return waveform.contiguous()
+
+
+def pad_waveforms(waveforms: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``[S_i]`` waveforms -> zero-padded ``[B, S_max]`` and ``lengths`` ``[B]`` (samples)."""
+    lengths = torch.tensor([w.shape[0] for w in waveforms], dtype=torch.long)
+    batch = torch.zeros(len(waveforms), int(lengths.max()) if len(waveforms) else 0)
+    for row, waveform in enumerate(waveforms):
+        batch[row, : waveform.shape[0]] = waveform
+    return batch, lengths

@@ -1,0 +1,324 @@
+"""SpeechDataModule: utterances from a manifest, class folders or a Hugging Face dataset,
+as padded waveform batches with lengths, labels, transcripts and alignments."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional as AF
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_tx.data.audio import AudioError, load_audio, pad_waveforms
+from lightning_tx.data.manifest import (
+    ManifestError,
+    UtteranceRecord,
+    read_alignment,
+    read_manifest,
+    records_from_folders,
+)
+
+
+class SpeechDataset(Dataset):
+    """Records -> dicts with ``waveform [S]`` (float32 at ``sample_rate``) and metadata."""
+
+    def __init__(
+        self,
+        records: Sequence[UtteranceRecord],
+        sample_rate: int,
+        label_to_id: dict[str, int] | None,
+        max_seconds: float | None = None,
+        audio_arrays: Sequence[tuple[np.ndarray, int]] | None = None,
+    ) -> None:
+        self.records, self.sample_rate = list(records), sample_rate
+        self.label_to_id, self.max_seconds = label_to_id, max_seconds
+        self.audio_arrays = audio_arrays
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _waveform(self, index: int) -> torch.Tensor:
+        if self.audio_arrays is None:
+            return load_audio(self.records[index].audio, self.sample_rate, max_seconds=self.max_seconds)
+        array, rate = self.audio_arrays[index]
+        waveform = torch.as_tensor(np.asarray(array, dtype=np.float32))
+        if waveform.ndim == 2:
+            waveform = waveform.mean(0)
+        if rate != self.sample_rate:
+            waveform = AF.resample(waveform, rate, self.sample_rate)
+        if self.max_seconds is not None:
+            waveform = waveform[: int(round(self.max_seconds * self.sample_rate))]
+        return waveform
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        item: dict[str, Any] = {
+            "index": index,
+            "waveform": self._waveform(index),
+            "path": record.audio,
+            "text": record.text,
+            "speaker": record.speaker,
+            "alignment": read_alignment(record.alignment) if record.alignment else None,
+        }
+        if self.label_to_id is not None:
+            item["label"] = self.label_to_id[record.label]
+        return item
+
+
+def collate_utterances(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad waveforms to ``[B, S_max]`` with ``lengths [B]``; labels to ``[B]``; keep the rest as lists."""
+    waveforms, lengths = pad_waveforms([item["waveform"] for item in items])
+    batch: dict[str, Any] = {
+        "waveforms": waveforms,
+        "lengths": lengths,
+        "indices": torch.tensor([item["index"] for item in items]),
+        "paths": [item["path"] for item in items],
+        "texts": [item["text"] for item in items],
+        "speakers": [item["speaker"] for item in items],
+        "alignments": [item["alignment"] for item in items],
+    }
+    if "label" in items[0]:
+        batch["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+    return batch
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Speech utterances for scoring and fine-tuning.
+
+    Give exactly one source: ``manifest`` (CSV/JSONL, see :mod:`lightning_tx.data.manifest`),
+    ``folder`` (a folder per class, optionally under ``train/``, ``val/``, ``test/``), or a
+    Hugging Face dataset through :meth:`from_hf_dataset`.
+
+    Audio is read with ``soundfile``, mixed to mono, resampled to ``sample_rate`` (set it to
+    the encoder's rate), capped at ``max_seconds`` and padded per batch. The label vocabulary
+    (utterance labels, and the labels of alignment segments) is built once from the train
+    split, kept in :meth:`state_dict` (so it travels in checkpoints) and can be saved with
+    :meth:`save_vocabulary`; a label in val/test that the train split lacks is an error.
+    Unreadable audio files raise an error naming them, or with ``skip_bad_files=True`` are
+    left out at :meth:`setup` and listed in :attr:`skipped_files`.
+
+    Batches are dicts: ``waveforms [B, S]``, ``lengths [B]`` (samples), ``labels [B]`` (when
+    the data has labels), ``texts``, ``speakers``, ``alignments`` (lists of
+    ``(start, end, label)`` or None), ``paths``, ``indices``.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike | None = None,
+        folder: str | os.PathLike | None = None,
+        sample_rate: int = 16_000,
+        max_seconds: float | None = 10.0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        skip_bad_files: bool = False,
+        vocabulary: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if (manifest is None) == (folder is None):
+            raise ValueError("give exactly one of `manifest` or `folder`")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        self.manifest, self.folder = manifest, folder
+        self.sample_rate, self.max_seconds = sample_rate, max_seconds
+        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        self.skip_bad_files = skip_bad_files
+        self.vocabulary_path = vocabulary
+        self.labels: list[str] | None = None
+        self.alignment_labels: list[str] | None = None
+        self.skipped_files: list[tuple[str, str]] = []
+        self._records: dict[str, list[UtteranceRecord]] | None = None
+        self._arrays: dict[str, list[tuple[np.ndarray, int]]] | None = None
+
+    # ------------------------------------------------------------------ sources
+    @classmethod
+    def from_hf_dataset(
+        cls,
+        dataset: Any,
+        *,
+        audio_column: str = "audio",
+        label_column: str | None = "label",
+        text_column: str | None = None,
+        split_column: str | None = None,
+        **kwargs: Any,
+    ) -> SpeechDataModule:
+        """From a Hugging Face ``datasets.Dataset`` (or any sequence of row dicts) whose audio
+        column holds ``{"array", "sampling_rate"}`` (decoded) or ``{"path"}``. Class-label
+        features are mapped to their names."""
+        module = cls(manifest="<hf dataset>", **kwargs)
+        names = None
+        features = getattr(dataset, "features", None)
+        if features is not None and label_column and hasattr(features.get(label_column), "names"):
+            names = features[label_column].names
+        records, arrays = {s: [] for s in ("train", "val", "test")}, {s: [] for s in ("train", "val", "test")}
+        for number, row in enumerate(dataset):
+            audio = row.get(audio_column)
+            if not isinstance(audio, dict):
+                raise ManifestError(f"dataset row {number}: column {audio_column!r} must hold an audio dict")
+            label = row.get(label_column) if label_column else None
+            if label is not None and names is not None:
+                label = names[int(label)]
+            split = row.get(split_column, "train") if split_column else "train"
+            if split not in records:
+                raise ManifestError(f"dataset row {number}: split must be train/val/test, got {split!r}")
+            record = UtteranceRecord(
+                audio=str(audio.get("path") or f"<row {number}>"),
+                label=None if label is None else str(label),
+                text=row.get(text_column) if text_column else None,
+                split=split,
+            )
+            records[split].append(record)
+            if "array" in audio:
+                arrays[split].append(
+                    (np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"]))
+                )
+            elif audio.get("path"):
+                arrays[split].append(None)
+            else:
+                raise ManifestError(f"dataset row {number}: audio has neither 'array' nor 'path'")
+        module._records = records
+        module._arrays = {s: (None if any(a is None for a in arrays[s]) else arrays[s]) for s in arrays}
+        return module
+
+    def _read_records(self) -> list[UtteranceRecord]:
+        if self.folder is not None:
+            return records_from_folders(self.folder)
+        return read_manifest(self.manifest)
+
+    def _readable(self, records: list[UtteranceRecord]) -> list[UtteranceRecord]:
+        """Check each file's header now, so a bad file fails (or is skipped) before any work."""
+        kept = []
+        for record in records:
+            try:
+                info = soundfile.info(record.audio)
+                if info.frames == 0:
+                    raise AudioError(f"audio file {record.audio!r} has no samples")
+            except (RuntimeError, OSError, soundfile.LibsndfileError, AudioError) as error:
+                reason = (
+                    str(error)
+                    if isinstance(error, AudioError)
+                    else f"cannot read audio file {record.audio!r}: {error}"
+                )
+                if not self.skip_bad_files:
+                    raise AudioError(
+                        reason + " (pass skip_bad_files=True to leave such files out)"
+                    ) from error
+                self.skipped_files.append((record.audio, reason))
+                continue
+            kept.append(record)
+        return kept
+
+    # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        """Nothing to download: the data is local."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._records is None:
+            self.skipped_files = []
+            records = self._readable(self._read_records())
+            self._records = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
+            if self.skipped_files:
+                rank_zero_warn(
+                    f"skipped {len(self.skipped_files)} unreadable audio files (see `skipped_files`)"
+                )
+        if not self._records["train"]:
+            raise ManifestError(f"no train utterances in {self.manifest or self.folder}")
+        if self.labels is None:
+            self._build_vocabulary()
+        self._check_labels()
+
+    def _build_vocabulary(self) -> None:
+        if self.vocabulary_path is not None and Path(self.vocabulary_path).is_file():
+            self.load_state_dict(json.loads(Path(self.vocabulary_path).read_text(encoding="utf-8")))
+            return
+        train = self._records["train"]
+        labels = {r.label for r in train if r.label is not None}
+        self.labels = sorted(labels) if labels else []
+        segment_labels = set()
+        for record in train:
+            if record.alignment:
+                segment_labels.update(label for _, _, label in read_alignment(record.alignment))
+        self.alignment_labels = sorted(segment_labels)
+
+    def _check_labels(self) -> None:
+        known = set(self.labels or [])
+        for split, records in self._records.items():
+            for record in records:
+                if record.label is not None and record.label not in known:
+                    raise ManifestError(
+                        f"label {record.label!r} of {record.audio} ({split} split) does not occur "
+                        "in the train split: the model could never predict it"
+                    )
+        if any(r.label is None for r in self._records["train"]) and known:
+            raise ManifestError("some train utterances have a label and some do not")
+
+    @property
+    def label_to_id(self) -> dict[str, int] | None:
+        return {label: i for i, label in enumerate(self.labels)} if self.labels else None
+
+    @property
+    def alignment_label_to_id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.alignment_labels or [])}
+
+    @property
+    def num_classes(self) -> int:
+        if self.labels is None:
+            raise RuntimeError("call setup() first: the vocabulary is built from the train split")
+        return len(self.labels)
+
+    def records(self, split: str) -> list[UtteranceRecord]:
+        if self._records is None:
+            raise RuntimeError("call setup() first")
+        return self._records[split]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "alignment_labels": self.alignment_labels}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.labels = state_dict.get("labels")
+        self.alignment_labels = state_dict.get("alignment_labels")
+
+    def save_vocabulary(self, path: str | os.PathLike) -> None:
+        """Write the vocabulary (JSON) so a later run maps labels to the same ids."""
+        Path(path).write_text(json.dumps(self.state_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+
+    # ------------------------------------------------------------------ loaders
+    def dataset(self, split: str) -> SpeechDataset:
+        arrays = self._arrays.get(split) if self._arrays else None
+        return SpeechDataset(
+            self.records(split), self.sample_rate, self.label_to_id, self.max_seconds, arrays
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        if len(dataset) == 0:
+            raise ManifestError(f"the {split} split of {self.manifest or self.folder} is empty")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_utterances,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -1,0 +1,115 @@
+"""FrozenEncoder: waveforms in, every layer's frames and the valid frame counts out."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+_PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class EncoderOutput:
+    """What a frozen encoder returns for a padded batch.
+
+    Attributes:
+        hidden_states: one ``[B, T, D_l]`` float32 tensor per layer (``T`` shared by all
+            layers of one encoder).
+        frame_lengths: ``[B]`` number of valid frames of each utterance.
+    """
+
+    hidden_states: list[Tensor]
+    frame_lengths: Tensor
+
+
+class FrozenEncoder(nn.Module, ABC):
+    """A speech encoder used only for inference: always in eval mode, no gradients.
+
+    ``forward(waveforms [B, S], lengths [B]) -> EncoderOutput`` runs under
+    ``torch.inference_mode()`` (and, on a GPU, optional bf16/fp16 autocast); calling
+    ``.train()`` leaves it in eval mode, so a Lightning ``Trainer`` cannot switch dropout on.
+
+    Subclasses set ``sample_rate`` (Hz), ``frame_rate`` (frames per second),
+    ``layer_dims`` (the width of each layer, so ``num_layers = len(layer_dims)``) and
+    implement :meth:`encode` and :meth:`frame_lengths`.
+
+    Args:
+        precision: ``"32"`` (default), ``"bf16"`` or ``"16"``: autocast dtype on CUDA
+            (ignored on the CPU, where encoders always run in float32).
+    """
+
+    sample_rate: int
+    frame_rate: float
+    layer_dims: list[int]
+
+    def __init__(self, precision: str = "32") -> None:
+        super().__init__()
+        if precision not in _PRECISIONS:
+            raise ValueError(f"`precision` must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_dims)
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Frozen: stays in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+    @abstractmethod
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
+        """Encode a padded batch already on :attr:`device` (called by :meth:`forward`)."""
+
+    @abstractmethod
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """``[B]`` valid frames for ``[B]`` valid samples (the model's own arithmetic)."""
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        """Encode ``[B, S]`` waveforms at :attr:`sample_rate` with ``[B]`` valid samples each."""
+        if waveforms.ndim != 2:
+            raise ValueError(f"`waveforms` must have shape [B, S], got {tuple(waveforms.shape)}")
+        if lengths is None:
+            lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
+        if lengths.shape != (waveforms.shape[0],):
+            raise ValueError(
+                f"`lengths` must have shape [B]=[{waveforms.shape[0]}], got {tuple(lengths.shape)}"
+            )
+        if int(lengths.min()) < 1 or int(lengths.max()) > waveforms.shape[1]:
+            raise ValueError(
+                f"`lengths` must lie in [1, {waveforms.shape[1]}] samples, got "
+                f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        device = self.device
+        waveforms = waveforms.to(device=device, dtype=torch.float32)
+        lengths = lengths.to(device=device, dtype=torch.long)
+        dtype = _PRECISIONS[self.precision]
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=dtype)
+            if dtype is not None and device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        super().train(False)
+        with torch.inference_mode(), autocast:
+            output = self.encode(waveforms, lengths)
+        output.hidden_states = [h.float() for h in output.hidden_states]
+        return output
+
+    def describe(self) -> dict:
+        """A JSON-friendly summary: class, rates, layers and widths."""
+        return {
+            "encoder": type(self).__name__,
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "num_layers": self.num_layers,
+            "layer_dims": list(self.layer_dims),
+        }

@@ -1,0 +1,114 @@
+"""Hugging Face audio encoders: wav2vec2, HuBERT, WavLM, data2vec-audio, Whisper encoder."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+
+
+class HFEncoder(FrozenEncoder):
+    """Any Hugging Face audio model with ``output_hidden_states``, by hub id or local path.
+
+    wav2vec2-style models (wav2vec2, HuBERT, WavLM, data2vec-audio) take raw waveforms; the
+    feature extractor normalises each utterance over its own samples and ``attention_mask``
+    is passed only when the feature extractor asks for it (``return_attention_mask``:
+    models with group-norm feature encoders were trained without one). Frame lengths come
+    from the model's convolution arithmetic. Layer 0 is the input to the first transformer
+    layer; layer ``k`` the output of transformer layer ``k``.
+
+    The Whisper encoder takes 30 s (``chunk_length``) of log-mel frames: every utterance is
+    padded to it, and only the frames that cover real audio are counted as valid
+    (``ceil(ceil(S / hop) / 2)``).
+
+    Args:
+        name_or_path: a hub id (``"facebook/hubert-base-ls960"``) or a local folder written by
+            ``save_pretrained`` (model and feature extractor).
+        revision: hub revision.
+        device: where to run (default: CPU; move later with ``.to()``).
+        precision: ``"32"``, ``"bf16"`` or ``"16"`` (CUDA autocast).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        device: str | torch.device | None = None,
+        precision: str = "32",
+    ) -> None:
+        super().__init__(precision)
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        self.name_or_path = os.fspath(name_or_path)
+        try:
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(
+                self.name_or_path, revision=revision
+            )
+            model = AutoModel.from_pretrained(self.name_or_path, revision=revision)
+        except OSError as error:
+            raise OSError(
+                f"cannot load a Hugging Face audio model from {self.name_or_path!r}: a hub id needs "
+                "network access (or a cached copy); a local folder needs the files written by "
+                f"save_pretrained (model and feature extractor). Original error: {error}"
+            ) from error
+        config = model.config
+        self.is_whisper = config.model_type == "whisper"
+        self.model = model.get_encoder() if self.is_whisper else model
+        self.sample_rate = int(self.feature_extractor.sampling_rate)
+        if self.is_whisper:
+            self.hop_length = int(self.feature_extractor.hop_length)
+            self.frame_rate = self.sample_rate / (2 * self.hop_length)
+            num_layers = config.encoder_layers
+            width = config.d_model
+        else:
+            if not hasattr(self.model, "_get_feat_extract_output_lengths"):
+                raise ValueError(
+                    f"{self.name_or_path!r} ({config.model_type}) is not a supported audio encoder: "
+                    "expected a wav2vec2-style model or Whisper"
+                )
+            stride = math.prod(config.conv_stride)
+            self.frame_rate = self.sample_rate / stride
+            num_layers = config.num_hidden_layers
+            width = config.hidden_size
+        self.layer_dims = [width] * (num_layers + 1)
+        self.uses_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", False))
+        self.model.eval()
+        if device is not None:
+            self.to(device)
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        if self.is_whisper:
+            mel = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
+            frames = torch.div(mel + 1, 2, rounding_mode="floor")
+            return frames.clamp_max(self.model.config.max_source_positions)
+        return self.model._get_feat_extract_output_lengths(lengths).long()
+
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
+        utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
+        device = waveforms.device
+        if self.is_whisper:
+            inputs = self.feature_extractor(
+                utterances, sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length"
+            )
+            outputs = self.model(inputs.input_features.to(device), output_hidden_states=True)
+        else:
+            inputs = self.feature_extractor(
+                utterances,
+                sampling_rate=self.sample_rate,
+                return_tensors="pt",
+                padding=True,
+                return_attention_mask=self.uses_attention_mask,
+            )
+            kwargs = {}
+            if self.uses_attention_mask:
+                kwargs["attention_mask"] = inputs.attention_mask.to(device)
+            outputs = self.model(inputs.input_values.to(device), output_hidden_states=True, **kwargs)
+        frame_lengths = self.frame_lengths(lengths)
+        steps = int(frame_lengths.max())
+        hidden = [h[:, :steps] for h in outputs.hidden_states]
+        return EncoderOutput(hidden, frame_lengths)

@@ -1,0 +1,204 @@
+"""torchaudio encoders: the wav2vec2 / HuBERT / WavLM builders, and a Conformer over log-mel
+frames, each loaded from a state-dict file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+
+_WAV2VEC2_BUILDERS = (
+    "wav2vec2_model",
+    "wav2vec2_base",
+    "wav2vec2_large",
+    "wav2vec2_large_lv60k",
+    "wav2vec2_xlsr_300m",
+    "hubert_base",
+    "hubert_large",
+    "hubert_xlarge",
+    "wavlm_model",
+    "wavlm_base",
+    "wavlm_large",
+)
+
+
+def _load_state_dict(module: nn.Module, path: str | os.PathLike | None) -> None:
+    if path is None:
+        return
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"state-dict file {path!r} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"state-dict file {path!r} does not match {type(module).__name__}: {error}"
+        ) from error
+
+
+class TorchaudioEncoder(FrozenEncoder):
+    """A ``torchaudio.models`` wav2vec2-family model (wav2vec2, HuBERT, WavLM).
+
+    Layer ``k`` (``k = 0 .. L-1``) is the output of transformer layer ``k + 1`` (torchaudio's
+    ``extract_features``). Frame lengths follow the convolutional feature encoder.
+
+    Args:
+        builder: a ``torchaudio.models`` builder name, e.g. ``"wav2vec2_base"``,
+            ``"hubert_base"``, ``"wavlm_base"`` or the fully configurable
+            ``"wav2vec2_model"`` / ``"wavlm_model"``.
+        state_dict: path of a ``torch.save``-d state dict for that model (None: random
+            weights, an untrained baseline).
+        builder_kwargs: keyword arguments of the builder.
+        sample_rate: rate the model expects (Hz).
+        device, precision: see :class:`FrozenEncoder`.
+    """
+
+    def __init__(
+        self,
+        builder: str = "wav2vec2_base",
+        state_dict: str | os.PathLike | None = None,
+        builder_kwargs: dict[str, Any] | None = None,
+        sample_rate: int = 16_000,
+        device: str | torch.device | None = None,
+        precision: str = "32",
+    ) -> None:
+        super().__init__(precision)
+        if builder not in _WAV2VEC2_BUILDERS:
+            raise ValueError(f"`builder` must be one of {_WAV2VEC2_BUILDERS}, got {builder!r}")
+        self.model = getattr(torchaudio.models, builder)(**(builder_kwargs or {}))
+        _load_state_dict(self.model, state_dict)
+        self.model.eval()
+        self.sample_rate = sample_rate
+        stride = 1
+        for layer in self.model.feature_extractor.conv_layers:
+            stride *= layer.stride
+        self.frame_rate = sample_rate / stride
+        dim = self.model.encoder.feature_projection.projection.out_features
+        self.layer_dims = [dim] * len(self.model.encoder.transformer.layers)
+        if device is not None:
+            self.to(device)
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        for layer in self.model.feature_extractor.conv_layers:
+            lengths = torch.div(lengths - layer.kernel_size, layer.stride, rounding_mode="floor") + 1
+        return lengths.clamp_min(0)
+
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
+        hidden, _ = self.model.extract_features(waveforms, lengths)
+        return EncoderOutput(list(hidden), self.frame_lengths(lengths))
+
+
+class LogMelConformer(nn.Module):
+    """``torchaudio.models.Conformer`` over log-mel frames, stacked ``stack`` at a time.
+
+    Log-mel every 10 ms (25 ms windows), ``stack`` consecutive frames concatenated and
+    projected to ``dim`` (so the frame rate is ``100 / stack`` Hz), then the Conformer
+    layers. :meth:`forward` returns the projection's output and every layer's output.
+    The project's own pre-training trains this module; :class:`ConformerEncoder` loads it.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        stack: int = 4,
+        dim: int = 144,
+        num_heads: int = 4,
+        ffn_dim: int = 576,
+        num_layers: int = 4,
+        depthwise_conv_kernel_size: int = 15,
+        dropout: float = 0.1,
+        sample_rate: int = 16_000,
+    ) -> None:
+        super().__init__()
+        self.sample_rate, self.hop_length, self.stack = sample_rate, sample_rate // 100, stack
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=512,
+            win_length=sample_rate * 25 // 1000,
+            hop_length=self.hop_length,
+            n_mels=n_mels,
+        )
+        self.n_mels, self.dim = n_mels, dim
+        self.projection = nn.Linear(n_mels * stack, dim)
+        self.conformer = torchaudio.models.Conformer(
+            input_dim=dim,
+            num_heads=num_heads,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
+            depthwise_conv_kernel_size=depthwise_conv_kernel_size,
+            dropout=dropout,
+        )
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        mel = torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
+        return torch.div(mel + self.stack - 1, self.stack, rounding_mode="floor")
+
+    def log_mel(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, T_mel, n_mels]`` log-mel frames, each utterance transformed on its own."""
+        mel_lengths = torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
+        steps = int(mel_lengths.max())
+        steps += (-steps) % self.stack
+        out = waveforms.new_zeros(waveforms.shape[0], steps, self.n_mels)
+        for row in range(waveforms.shape[0]):
+            mel = torch.log(self.mel(waveforms[row, : int(lengths[row])]) + 1e-6).T
+            out[row, : mel.shape[0]] = mel
+        return out
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Returns ``([B, T, dim]`` for the projection and each layer, ``frame_lengths [B])``."""
+        mel = self.log_mel(waveforms, lengths)
+        batch, steps, _ = mel.shape
+        stacked = mel.reshape(batch, steps // self.stack, self.stack * self.n_mels)
+        frame_lengths = self.frame_lengths(lengths)
+        x = self.projection(stacked)
+        outputs = [x]
+        padding = torch.arange(x.shape[1], device=x.device).unsqueeze(0) >= frame_lengths.unsqueeze(1)
+        x = x.transpose(0, 1)
+        for layer in self.conformer.conformer_layers:
+            x = layer(x, padding)
+            outputs.append(x.transpose(0, 1))
+        return outputs, frame_lengths
+
+
+class ConformerEncoder(FrozenEncoder):
+    """A :class:`LogMelConformer` loaded from a state-dict file; layer 0 is the input
+    projection, layer ``k`` the output of Conformer layer ``k``.
+
+    Args:
+        state_dict: path of the saved ``LogMelConformer`` state dict (None: random weights).
+        device, precision: see :class:`FrozenEncoder`.
+        model_kwargs: the ``LogMelConformer`` architecture (must match the state dict).
+    """
+
+    def __init__(
+        self,
+        state_dict: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "32",
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__(precision)
+        self.model = LogMelConformer(**model_kwargs)
+        _load_state_dict(self.model, state_dict)
+        self.model.eval()
+        self.sample_rate = self.model.sample_rate
+        self.frame_rate = self.sample_rate / (self.model.hop_length * self.model.stack)
+        self.layer_dims = [self.model.dim] * (len(self.model.conformer.conformer_layers) + 1)
+        if device is not None:
+            self.to(device)
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        return self.model.frame_lengths(lengths)
+
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
+        hidden, frame_lengths = self.model(waveforms, lengths)
+        return EncoderOutput(hidden, frame_lengths)
