@@ -1,88 +1,145 @@
-"""The built-in demo: rank (encoder, layer) candidates on synthetic speech-like frames.
+"""The main job: rank speech encoders on a keyword-spotting task and confirm by fine-tuning.
 
-Each synthetic "encoder" has layers whose frames carry a known amount of class signal
-(utterance labels broadcast over frames, padded batches with lengths, as a frozen speech
-encoder would produce) at its own feature scale; every estimator streams over the same
-batches, and the ranking is compared with the known signal strength. Runs in seconds on a
-CPU with no downloads. (The speech pipeline replaces the synthetic frames in later work.)
+On a CPU, with nothing downloaded:
 
-    python -m lightning_tx.demo
+1. synthesize the built-in corpus (English and German spoken keywords; cached in ``data/``);
+2. pre-train a small log-mel Conformer with CTC phone recognition on the German half
+   (cached), so that the candidates differ in what they learned;
+3. ``train.py rank``: score every layer of four encoders (log-mel filterbank, MFCC, the
+   Conformer untrained, the Conformer pre-trained) on English keyword spotting with LogME,
+   H-score, H_alpha, GBC and TIH-SWD (German audio as the source domain);
+4. ``train.py confirm --all true``: fine-tune a linear head on every scored layer with one
+   recipe and report how well each estimator's ranking matches the fine-tuning accuracy.
+
+Everything (ranking and confirmation files, plots, the resolved configs, CSV logs and the
+offline W&B runs) lands in one run directory, printed at the end.
+
+    python -m lightning_tx.demo [--run-dir runs/demo] [--data-dir data] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from datetime import datetime
+from pathlib import Path
 
-import torch
-from scipy.stats import spearmanr
+import yaml
 
-from lightning_tx.metrics import GBC, HScore, LogME, SlicedWasserstein
-
-NUM_CLASSES, DIM, UTTERANCES, MAX_FRAMES, BATCH = 6, 32, 240, 60, 16
-
-
-def synthetic_batches(signal: float, scale: float, domain_shift: float, seed: int):
-    """Yield ``(hidden [B, T, D], lengths [B], labels [B], source_hidden [B, T, D])``."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(NUM_CLASSES, DIM, generator=g)
-    mixing = torch.randn(DIM, DIM, generator=g) / DIM**0.5
-    for _ in range(UTTERANCES // BATCH):
-        labels = torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-        lengths = torch.randint(MAX_FRAMES // 3, MAX_FRAMES + 1, (BATCH,), generator=g)
-        noise = torch.randn(BATCH, MAX_FRAMES, DIM, generator=g) @ mixing
-        hidden = scale * (signal * centers[labels].unsqueeze(1) + noise)
-        source_noise = torch.randn(BATCH, MAX_FRAMES, DIM, generator=g) @ mixing
-        source = scale * (source_noise + domain_shift)
-        yield hidden, lengths, labels, source
+from lightning_tx.cli import main as cli_main
+from lightning_tx.data.corpus import build_corpus
+from lightning_tx.pretraining import SMALL_CONFORMER, pretrain_conformer
 
 
-def score_candidate(signal: float, scale: float, domain_shift: float, seed: int) -> dict[str, float]:
-    metrics = {
-        "logme": LogME(DIM, NUM_CLASSES),
-        "hscore": HScore(DIM, NUM_CLASSES),
-        "h_alpha": HScore(DIM, NUM_CLASSES, shrinkage=True),
-        "gbc": GBC(DIM, NUM_CLASSES),
+def _candidates(pretrained: Path) -> list[dict]:
+    conformer = "lightning_tx.encoders.ConformerEncoder"
+    return [
+        {"name": "fbank", "encoder": {"class_path": "lightning_tx.encoders.Filterbank", "init_args": {"n_mels": 40}}},
+        {"name": "mfcc", "encoder": {"class_path": "lightning_tx.encoders.MFCC", "init_args": {"n_mfcc": 20}}},
+        {
+            "name": "conformer-untrained",
+            "encoder": {"class_path": conformer, "init_args": {"state_dict": None, **SMALL_CONFORMER}},
+        },
+        {
+            "name": "conformer-de-ctc",
+            "encoder": {"class_path": conformer, "init_args": {"state_dict": str(pretrained), **SMALL_CONFORMER}},
+        },
+    ]
+
+
+def run(run_dir: Path, data_dir: Path, quick: bool = False) -> dict:
+    started = time.perf_counter()
+    corpus = data_dir / ("corpus-quick" if quick else "corpus")
+    if not (corpus / "manifest.csv").is_file():
+        print(f"[demo] synthesizing the built-in corpus into {corpus}")
+        build_corpus(
+            corpus,
+            speakers_per_language=3 if quick else 8,
+            words_per_language=6 if quick else 12,
+            repetitions=4 if quick else 5,
+        )
+    pretrained = data_dir / "models" / ("conformer-de-quick.pt" if quick else "conformer-de-ctc.pt")
+    if not pretrained.is_file():
+        print(f"[demo] pre-training a small Conformer on German phones -> {pretrained}")
+        pretrain_conformer(corpus / "manifest-de.csv", pretrained, max_epochs=3 if quick else 20)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    common = {
+        "seed_everything": 0,
+        "data": {"manifest": str(corpus / "manifest-en.csv"), "batch_size": 16, "max_seconds": 5.0},
     }
-    swd = SlicedWasserstein(DIM)
-    for hidden, lengths, labels, source in synthetic_batches(signal, scale, domain_shift, seed):
-        for metric in metrics.values():
-            metric.update(hidden, labels, lengths=lengths)
-        swd.update(hidden, domain="target", lengths=lengths)
-        swd.update(source, domain="source", lengths=lengths)
-    scores = {name: float(metric.compute()) for name, metric in metrics.items()}
-    scores["swd"] = float(swd.compute())
-    return scores
+    rank_config = {
+        **common,
+        "trainer": {
+            "default_root_dir": str(run_dir),
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_checkpointing": False,
+        },
+        "model": {
+            "class_path": "lightning_tx.ranking.RankingModule",
+            "init_args": {
+                "estimators": ["logme", "hscore", "halpha", "gbc", "sliced_wasserstein"],
+                "frame_labels": "utterance",
+                "candidates": _candidates(pretrained),
+                "metric_kwargs": {"sliced_wasserstein": {"max_samples": 20000}},
+            },
+        },
+    }
+    confirm_config = {
+        **common,
+        "trainer": {"default_root_dir": str(run_dir), "accelerator": "cpu", "devices": 1},
+        "model": {
+            "class_path": "lightning_tx.finetune.FineTuneModule",
+            "init_args": {
+                "task": "classification",
+                "mode": "frozen",
+                "learning_rate": 0.01,
+            },
+        },
+    }
+    for name, config in (("rank", rank_config), ("confirm", confirm_config)):
+        (run_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    cli_main(["rank", "--config", str(run_dir / "rank.yaml"), "--source_manifest", str(corpus / "manifest-de.csv")])
+    cli_main(
+        [
+            "confirm",
+            "--config",
+            str(run_dir / "confirm.yaml"),
+            "--ranking",
+            str(run_dir / "ranking.json"),
+            "--all",
+            "true",
+            "--max_epochs",
+            "2" if quick else "15",
+        ]
+    )
+
+    report = json.loads((run_dir / "confirm.json").read_text(encoding="utf-8"))
+    print("\n=== lightning-tx demo: English keyword spotting, 4 encoders, every layer ===")
+    print((run_dir / "ranking.md").read_text(encoding="utf-8"))
+    print((run_dir / "confirm.md").read_text(encoding="utf-8"))
+    rows = json.loads((run_dir / "ranking.json").read_text(encoding="utf-8"))["rows"]
+    scoring = sum({row["candidate"]: row["seconds"] for row in rows}.values())  # one pass per encoder
+    print(
+        f"scoring all {len(rows)} (encoder, layer) pairs: {scoring:.0f} s; "
+        f"fine-tuning every one of them: {report['finetune_seconds']:.0f} s; "
+        f"whole job: {time.perf_counter() - started:.0f} s"
+    )
+    print(f"run directory: {run_dir.resolve()}")
+    return report
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description="Rank synthetic (encoder, layer) candidates.")
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default=None, help="default: runs/demo-<timestamp>")
+    parser.add_argument("--data-dir", default="data", help="cache for the corpus and pre-trained models")
+    parser.add_argument("--quick", action="store_true", help="a small corpus and short training (a smoke run)")
     args = parser.parse_args(argv)
-    encoders = {"enc-a": 1.0, "enc-b": 25.0, "enc-c": 0.05}  # feature scales differ by 500x
-    candidates = {}
-    for e, (encoder, scale) in enumerate(encoders.items()):
-        for layer in range(4):
-            signal = 0.15 + 0.1 * layer + 0.05 * e
-            candidates[f"{encoder}/layer_{layer}"] = (signal, scale, 1.0 - 0.2 * layer)
-    results = {
-        name: score_candidate(signal, scale, shift, args.seed + i)
-        for i, (name, (signal, scale, shift)) in enumerate(candidates.items())
-    }
-    columns = ["logme", "hscore", "h_alpha", "gbc", "swd"]
-    ranked = sorted(results, key=lambda name: results[name]["logme"], reverse=True)
-    print("Synthetic frames, TIH (utterance labels broadcast to frames); ranked by LogME")
-    print(f"{'rank':>4}  {'candidate':<16}{'signal':>8}" + "".join(f"{c:>11}" for c in columns))
-    for rank, name in enumerate(ranked, 1):
-        row = "".join(f"{results[name][c]:>11.4f}" for c in columns)
-        print(f"{rank:>4}  {name:<16}{candidates[name][0]:>8.2f}{row}")
-    truth = [candidates[name][0] for name in results]
-    print("\nSpearman rho against the true class signal (higher is better):")
-    for column in columns[:4]:
-        rho, p = spearmanr([results[n][column] for n in results], truth)
-        print(f"  {column:<8} rho={rho:+.3f}  p={p:.1e}")
-    rho, p = spearmanr([results[n]["swd"] for n in results], [candidates[n][2] for n in results])
-    print(f"  swd      rho={rho:+.3f}  p={p:.1e}  (normalised SWD against the true domain shift)")
-    return results
+    run_dir = Path(args.run_dir or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}")
+    return run(run_dir, Path(args.data_dir), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ def hf_encoders(model_dir):
         "whisper": ("whisper", True),
     }
     return {
-        name: HFEncoder(save_hf_audio_model(str(model_dir / name), kind, mask))
-        for name, (kind, mask) in specs.items()
+        name: HFEncoder(save_hf_audio_model(str(model_dir / name), kind, mask)) for name, (kind, mask) in specs.items()
     }
 
 

@@ -76,9 +76,7 @@ def test_forced_alignment_agrees_with_the_synthesizer_timings(tiny_corpus):
         forced = aligner.align_emissions(emissions, aligner.tokenize(transcript))
         assert [label for _, _, label in forced] == transcript.split()
         frames = torch.tensor([int(duration * encoder_rate)])
-        true_labels, true_mask = alignment_frame_labels(
-            [truth], frames, encoder_rate, vocabulary, exclude=("sil",)
-        )
+        true_labels, true_mask = alignment_frame_labels([truth], frames, encoder_rate, vocabulary, exclude=("sil",))
         ctc_labels, ctc_mask = alignment_frame_labels([forced], frames, encoder_rate, vocabulary)
         both = true_mask & ctc_mask
         agreements.append(float((true_labels[both] == ctc_labels[both]).float().mean()))

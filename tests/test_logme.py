@@ -74,8 +74,7 @@ def test_converged_solver_maximises_the_exact_evidence(n, d, duplicate):
 def test_statistics_are_additive():
     features, labels = classification_data(1000, 16, 4)
     parts = [
-        logme_statistics(f, y, num_classes=4)
-        for f, y in zip(features.split(137), labels.split(137), strict=False)
+        logme_statistics(f, y, num_classes=4) for f, y in zip(features.split(137), labels.split(137), strict=False)
     ]
     summed = [sum(p[i] for p in parts) for i in range(4)]
     assert float(logme_from_statistics(*summed)) == pytest.approx(float(logme(features, labels)), rel=1e-12)

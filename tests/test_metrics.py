@@ -89,9 +89,7 @@ def test_regression_metric():
     metric = LogME(6, num_targets=2, regression=True)
     metric.update(features[:150], targets[:150])
     metric.update(features[150:], targets[150:])
-    assert float(metric.compute()) == pytest.approx(
-        float(logme(features, targets, regression=True)), rel=1e-10
-    )
+    assert float(metric.compute()) == pytest.approx(float(logme(features, targets, regression=True)), rel=1e-10)
 
 
 @pytest.mark.parametrize("make", [lambda: LogME(4, 3), lambda: HScore(4, 3), lambda: GBC(4, 3)])

@@ -21,9 +21,7 @@ def test_matches_pot_given_projections(p):
     projections = torch.randn(16, 30, dtype=torch.float64)
     projections /= projections.norm(dim=0)
     ours = sliced_wasserstein(source, target, projections=projections, p=p)
-    expected = ot.sliced_wasserstein_distance(
-        source.numpy(), target.numpy(), projections=projections.numpy(), p=p
-    )
+    expected = ot.sliced_wasserstein_distance(source.numpy(), target.numpy(), projections=projections.numpy(), p=p)
     assert float(ours) == pytest.approx(float(expected), rel=1e-10)
 
 
@@ -50,9 +48,7 @@ def test_closed_form_for_isotropic_gaussians():
     target = m2 + 2.0 * torch.randn(n, d, generator=g, dtype=torch.float64)
     projections = random_projections(d, 50, seed=42)
     exact = np.sqrt(float((((m2 - m1) @ projections) ** 2 + 1.0).mean()))
-    assert float(sliced_wasserstein(source, target, projections=projections)) == pytest.approx(
-        exact, rel=1e-2
-    )
+    assert float(sliced_wasserstein(source, target, projections=projections)) == pytest.approx(exact, rel=1e-2)
 
 
 def test_normalized_form_is_scale_and_offset_invariant():

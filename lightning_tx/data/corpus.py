@@ -5,7 +5,7 @@ Several languages, each with a keyword vocabulary spoken by several synthetic sp
 with small jitters of rate and pitch. For each utterance we write a 16 kHz mono wav, and
 the synthesizer's own phoneme timings as an alignment file (``start end phone`` lines, in
 seconds; ``sil`` before the first and after the last phoneme). The manifest
-(``manifest.csv``) has the columns ``audio, label, text, speaker, language, split,
+(``manifest.csv``, and ``manifest-<language>.csv`` for each language) has the columns ``audio, label, text, speaker, language, split,
 alignment, duration``; paths are relative to the manifest. Repetitions are split
 per speaker: the last two of each (speaker, word) go to ``val`` and ``test``.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -197,7 +198,8 @@ def build_corpus(
     workers = workers or min(2, os.cpu_count() or 1)
     start = time.perf_counter()
     rows = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # "spawn": forking a process that already runs threads (torch, a W&B service) can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for i, row in enumerate(pool.map(_synthesize_job, jobs, chunksize=16), 1):
             rows.append(row)
             if progress and (i % 100 == 0 or i == len(jobs)):
@@ -209,6 +211,11 @@ def build_corpus(
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    for language in languages:  # one manifest per language too, e.g. a task and a source domain
+        with open(root / f"manifest-{language}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            writer.writerows(row for row in rows if row["language"] == language)
     with open(root / "speakers.json", "w", encoding="utf-8") as handle:
         json.dump([asdict(s) for s in speakers], handle, indent=2, ensure_ascii=False)
     return manifest

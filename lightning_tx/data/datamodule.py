@@ -121,8 +121,10 @@ class SpeechDataModule(L.LightningDataModule):
         shuffle: bool = True,
         skip_bad_files: bool = False,
         vocabulary: str | os.PathLike | None = None,
+        require_targets: bool = True,
     ) -> None:
         super().__init__()
+        self.require_targets = require_targets
         if (manifest is None) == (folder is None):
             raise ValueError("give exactly one of `manifest` or `folder`")
         if batch_size < 1:
@@ -191,7 +193,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _read_records(self) -> list[UtteranceRecord]:
         if self.folder is not None:
             return records_from_folders(self.folder)
-        return read_manifest(self.manifest)
+        return read_manifest(self.manifest, require_targets=self.require_targets)
 
     def _readable(self, records: list[UtteranceRecord]) -> list[UtteranceRecord]:
         """Check each file's header now, so a bad file fails (or is skipped) before any work."""
@@ -270,8 +272,9 @@ class SpeechDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Utterance classes in the train split (reads the manifest on first use)."""
         if self.labels is None:
-            raise RuntimeError("call setup() first: the vocabulary is built from the train split")
+            self.setup()
         return len(self.labels)
 
     def records(self, split: str) -> list[UtteranceRecord]:

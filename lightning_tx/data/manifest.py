@@ -79,8 +79,11 @@ def _rows(path: Path) -> list[dict[str, str]]:
     raise ManifestError(f"manifest {path} must be .csv or .jsonl, got {path.suffix or 'no suffix'!r}")
 
 
-def read_manifest(path: str | os.PathLike) -> list[UtteranceRecord]:
+def read_manifest(path: str | os.PathLike, *, require_targets: bool = True) -> list[UtteranceRecord]:
     """Read a CSV or JSONL manifest into records with absolute paths.
+
+    ``require_targets=False`` accepts manifests without ``label``/``text`` (e.g. unlabelled
+    source-domain audio).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
@@ -95,7 +98,7 @@ def read_manifest(path: str | os.PathLike) -> list[UtteranceRecord]:
     columns = set(rows[0])
     if "audio" not in columns:
         raise ManifestError(f"manifest {path} has no 'audio' column (columns: {sorted(columns)})")
-    if not {"label", "text"} & columns:
+    if require_targets and not {"label", "text"} & columns:
         raise ManifestError(
             f"manifest {path} needs a 'label' or a 'text' column (columns: {sorted(columns)})"
         )
@@ -110,7 +113,7 @@ def read_manifest(path: str | os.PathLike) -> list[UtteranceRecord]:
         text = (row.get("text") or "").strip() or None
         if "label" in columns and label is None and text is None:
             raise ManifestError(f"{where}: empty 'label' field")
-        if "label" not in columns and text is None:
+        if require_targets and "label" not in columns and text is None:
             raise ManifestError(f"{where}: empty 'text' field")
         split = (row.get("split") or "train").strip()
         if split not in SPLITS:

@@ -81,9 +81,7 @@ class FrozenEncoder(nn.Module, ABC):
         if lengths is None:
             lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
         if lengths.shape != (waveforms.shape[0],):
-            raise ValueError(
-                f"`lengths` must have shape [B]=[{waveforms.shape[0]}], got {tuple(lengths.shape)}"
-            )
+            raise ValueError(f"`lengths` must have shape [B]=[{waveforms.shape[0]}], got {tuple(lengths.shape)}")
         if int(lengths.min()) < 1 or int(lengths.max()) > waveforms.shape[1]:
             raise ValueError(
                 f"`lengths` must lie in [1, {waveforms.shape[1]}] samples, got "
@@ -103,6 +101,19 @@ class FrozenEncoder(nn.Module, ABC):
             output = self.encode(waveforms, lengths)
         output.hidden_states = [h.float() for h in output.hidden_states]
         return output
+
+    def spec(self) -> dict:
+        """``{"class_path", "init_args"}`` that rebuilds this encoder (LightningCLI style)."""
+        init_args = getattr(self, "init_args", None)
+        if init_args is None:
+            raise NotImplementedError(f"{type(self).__name__} does not record its init_args")
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(init_args)}
+
+    def layer_modules(self) -> list[nn.Module]:
+        """The modules of the layers after layer 0, in order (for partial fine-tuning);
+        empty for encoders without learned layers."""
+        return []
 
     def describe(self) -> dict:
         """A JSON-friendly summary: class, rates, layers and widths."""

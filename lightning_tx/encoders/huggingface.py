@@ -45,10 +45,9 @@ class HFEncoder(FrozenEncoder):
         from transformers import AutoFeatureExtractor, AutoModel
 
         self.name_or_path = os.fspath(name_or_path)
+        self.init_args = {"name_or_path": self.name_or_path, "revision": revision, "precision": precision}
         try:
-            self.feature_extractor = AutoFeatureExtractor.from_pretrained(
-                self.name_or_path, revision=revision
-            )
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(self.name_or_path, revision=revision)
             model = AutoModel.from_pretrained(self.name_or_path, revision=revision)
         except OSError as error:
             raise OSError(
@@ -80,6 +79,9 @@ class HFEncoder(FrozenEncoder):
         self.model.eval()
         if device is not None:
             self.to(device)
+
+    def layer_modules(self) -> list[torch.nn.Module]:
+        return list(self.model.layers if self.is_whisper else self.model.encoder.layers)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         if self.is_whisper:

@@ -55,6 +55,7 @@ class Filterbank(_SpectralEncoder):
         )
         super().__init__(transform, n_mels, sample_rate, hop)
         self.n_mels = n_mels
+        self.init_args = {"n_mels": n_mels, "sample_rate": sample_rate}
 
     def _features(self, waveform: Tensor) -> Tensor:
         return torch.log(self.transform(waveform) + 1e-6).T
@@ -83,6 +84,7 @@ class MFCC(_SpectralEncoder):
         )
         super().__init__(transform, n_mfcc, sample_rate, hop)
         self.n_mfcc = n_mfcc
+        self.init_args = {"n_mfcc": n_mfcc, "sample_rate": sample_rate}
 
     def _features(self, waveform: Tensor) -> Tensor:
         return self.transform(waveform).T

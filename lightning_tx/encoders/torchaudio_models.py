@@ -39,9 +39,7 @@ def _load_state_dict(module: nn.Module, path: str | os.PathLike | None) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
-        raise RuntimeError(
-            f"state-dict file {path!r} does not match {type(module).__name__}: {error}"
-        ) from error
+        raise RuntimeError(f"state-dict file {path!r} does not match {type(module).__name__}: {error}") from error
 
 
 class TorchaudioEncoder(FrozenEncoder):
@@ -73,6 +71,13 @@ class TorchaudioEncoder(FrozenEncoder):
         super().__init__(precision)
         if builder not in _WAV2VEC2_BUILDERS:
             raise ValueError(f"`builder` must be one of {_WAV2VEC2_BUILDERS}, got {builder!r}")
+        self.init_args = {
+            "builder": builder,
+            "state_dict": None if state_dict is None else os.fspath(state_dict),
+            "builder_kwargs": builder_kwargs,
+            "sample_rate": sample_rate,
+            "precision": precision,
+        }
         self.model = getattr(torchaudio.models, builder)(**(builder_kwargs or {}))
         _load_state_dict(self.model, state_dict)
         self.model.eval()
@@ -85,6 +90,9 @@ class TorchaudioEncoder(FrozenEncoder):
         self.layer_dims = [dim] * len(self.model.encoder.transformer.layers)
         if device is not None:
             self.to(device)
+
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.model.encoder.transformer.layers)[1:]
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         for layer in self.model.feature_extractor.conv_layers:
@@ -187,6 +195,11 @@ class ConformerEncoder(FrozenEncoder):
         **model_kwargs: Any,
     ) -> None:
         super().__init__(precision)
+        self.init_args = {
+            "state_dict": None if state_dict is None else os.fspath(state_dict),
+            "precision": precision,
+            **model_kwargs,
+        }
         self.model = LogMelConformer(**model_kwargs)
         _load_state_dict(self.model, state_dict)
         self.model.eval()
@@ -195,6 +208,9 @@ class ConformerEncoder(FrozenEncoder):
         self.layer_dims = [self.model.dim] * (len(self.model.conformer.conformer_layers) + 1)
         if device is not None:
             self.to(device)
+
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.model.conformer.conformer_layers)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         return self.model.frame_lengths(lengths)

@@ -19,8 +19,7 @@ def check_features(features: Tensor, name: str = "features") -> None:
     if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
         raise ValueError(
-            f"`{name}` contains NaN or Inf in {bad.numel()} of {features.shape[0]} frames "
-            f"(first at row {int(bad[0])})"
+            f"`{name}` contains NaN or Inf in {bad.numel()} of {features.shape[0]} frames (first at row {int(bad[0])})"
         )
 
 
@@ -58,8 +57,7 @@ def check_classes_present(class_counts: Tensor) -> None:
     present = int((class_counts > 0).sum())
     if present < 2:
         raise ValueError(
-            f"need frames of at least 2 classes to score, got {present} "
-            f"(frames per class: {class_counts.tolist()})"
+            f"need frames of at least 2 classes to score, got {present} (frames per class: {class_counts.tolist()})"
         )
     absent = (class_counts == 0).nonzero().flatten().tolist()
     if absent:

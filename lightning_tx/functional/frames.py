@@ -77,11 +77,7 @@ def frame_targets(targets: Tensor, mask: Tensor) -> Tensor:
     if targets.shape[0] != batch:
         raise ValueError(f"`targets` has {targets.shape[0]} rows but the batch has {batch} utterances")
     targets = targets.to(mask.device)
-    if (
-        targets.ndim >= 2
-        and targets.shape[1] == steps
-        and (targets.ndim == 3 or not targets.is_floating_point())
-    ):
+    if targets.ndim >= 2 and targets.shape[1] == steps and (targets.ndim == 3 or not targets.is_floating_point()):
         return targets[mask]  # per-frame targets
     if targets.ndim == 1 or (targets.ndim == 2 and targets.is_floating_point()):
         counts = mask.sum(dim=1)
@@ -111,9 +107,7 @@ def tih_frames(
         if lengths is not None or mask is not None:
             raise ValueError("`lengths`/`mask` apply to [B, T, D] features, got [N, D] features")
         if targets is not None and targets.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"`features` has {features.shape[0]} frames but `targets` has {targets.shape[0]}"
-            )
+            raise ValueError(f"`features` has {features.shape[0]} frames but `targets` has {targets.shape[0]}")
         return features, targets
     valid = frame_mask(features, lengths, mask)
     frames = features[valid]

@@ -92,9 +92,7 @@ def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -
         return torch.trace(_pinv_psd(cov) @ between)
     alpha = ledoit_wolf_shrinkage(stats)
     dim = cov.shape[0]
-    shrunk = (1 - alpha) * cov + alpha * torch.trace(cov) / dim * torch.eye(
-        dim, dtype=cov.dtype, device=cov.device
-    )
+    shrunk = (1 - alpha) * cov + alpha * torch.trace(cov) / dim * torch.eye(dim, dtype=cov.dtype, device=cov.device)
     return torch.trace(_pinv_psd(shrunk) @ ((1 - alpha) * between))
 
 

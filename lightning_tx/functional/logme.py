@@ -248,6 +248,4 @@ def logme(
     if not regression:
         check_enough_frames(num_frames)
         check_classes_present(target_sq)
-    return logme_from_statistics(
-        gram, cross, target_sq, num_frames, max_iter=max_iter, tol=tol, epsilon=epsilon
-    )
+    return logme_from_statistics(gram, cross, target_sq, num_frames, max_iter=max_iter, tol=tol, epsilon=epsilon)

@@ -41,9 +41,7 @@ def random_projections(
     Drawn with ``numpy.random.RandomState(seed)`` as POT's ``get_random_projections`` does.
     """
     if num_features < 1 or num_projections < 1:
-        raise ValueError(
-            f"need num_features >= 1 and num_projections >= 1, got {num_features}, {num_projections}"
-        )
+        raise ValueError(f"need num_features >= 1 and num_projections >= 1, got {num_features}, {num_projections}")
     directions = np.random.RandomState(seed).randn(num_features, num_projections)
     directions /= np.sqrt((directions**2).sum(0, keepdims=True))
     return torch.as_tensor(directions, dtype=dtype, device=device)
@@ -61,13 +59,10 @@ def wasserstein_1d(source: Tensor, target: Tensor, p: float = 2) -> Tensor:
         ``[L]`` float64: the integral over ``t`` in (0, 1] of ``|F^-1(t) - G^-1(t)|^p``.
     """
     if source.ndim != 2 or target.ndim != 2 or source.shape[1] != target.shape[1]:
-        raise ValueError(
-            f"expected [N, L] and [M, L] projections, got {tuple(source.shape)} and {tuple(target.shape)}"
-        )
+        raise ValueError(f"expected [N, L] and [M, L] projections, got {tuple(source.shape)} and {tuple(target.shape)}")
     if source.shape[0] == 0 or target.shape[0] == 0:
         raise ValueError(
-            f"cannot compare an empty sample: source has {source.shape[0]} frames, "
-            f"target has {target.shape[0]}"
+            f"cannot compare an empty sample: source has {source.shape[0]} frames, target has {target.shape[0]}"
         )
     source = source.to(torch.float64).sort(dim=0).values
     target = target.to(torch.float64).sort(dim=0).values
@@ -90,9 +85,7 @@ def sliced_wasserstein_from_projections(
     """SW_p from already projected frames ``[N, L]`` and ``[M, L]`` (scalar float64)."""
     per_direction = wasserstein_1d(source, target, p)
     if normalize:
-        spread = (
-            source.to(torch.float64).var(0, correction=0) + target.to(torch.float64).var(0, correction=0)
-        ) / 2
+        spread = (source.to(torch.float64).var(0, correction=0) + target.to(torch.float64).var(0, correction=0)) / 2
         scale = spread.sqrt().clamp_min(torch.finfo(torch.float64).tiny) ** p
         per_direction = per_direction / scale
     return per_direction.mean() ** (1.0 / p)
@@ -128,8 +121,7 @@ def sliced_wasserstein(
     check_features(target, "target")
     if source.shape[1] != target.shape[1]:
         raise ValueError(
-            f"source and target frames must have the same width D, got {source.shape[1]} "
-            f"and {target.shape[1]}"
+            f"source and target frames must have the same width D, got {source.shape[1]} and {target.shape[1]}"
         )
     if p < 1:
         raise ValueError(f"`p` must be >= 1, got {p}")

@@ -76,9 +76,7 @@ class HScore(_ClassStatisticsMetric):
 
     _with_gram = True
 
-    def __init__(
-        self, num_features: int, num_classes: int, *, shrinkage: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, num_features: int, num_classes: int, *, shrinkage: bool = False, **kwargs: Any) -> None:
         self._with_fourth_moments = shrinkage
         super().__init__(num_features, num_classes, **kwargs)
         self.shrinkage = shrinkage
@@ -96,9 +94,7 @@ class GBC(_ClassStatisticsMetric):
 
     _with_sq_sums = True
 
-    def __init__(
-        self, num_features: int, num_classes: int, *, gaussian_type: str = "diagonal", **kwargs: Any
-    ) -> None:
+    def __init__(self, num_features: int, num_classes: int, *, gaussian_type: str = "diagonal", **kwargs: Any) -> None:
         if gaussian_type not in ("diagonal", "spherical"):
             raise ValueError(f"`gaussian_type` must be 'diagonal' or 'spherical', got {gaussian_type!r}")
         super().__init__(num_features, num_classes, **kwargs)

@@ -1,0 +1,5 @@
+"""Fine-tuning an encoder layer with a task head (the ground truth a ranking is checked against)."""
+
+from lightning_tx.finetune.module import FineTuneModule
+
+__all__ = ["FineTuneModule"]

@@ -1,0 +1,135 @@
+"""Ranking and confirmation reports: CSV, JSON, Markdown and PNG plots in the run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning_tx.metrics.registry import get_estimator
+
+
+def sort_rows(rows: list[dict[str, Any]], estimator: str) -> list[dict[str, Any]]:
+    """Rows ordered best first by ``estimator`` (its direction respected), with ``rank`` set."""
+    sign = -1.0 if get_estimator(estimator).higher_is_better else 1.0
+    ordered = sorted(rows, key=lambda row: sign * row["scores"][estimator])
+    for rank, row in enumerate(ordered, 1):
+        row["rank"] = rank
+    return ordered
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def ranking_markdown(ranking: dict[str, Any]) -> str:
+    estimators = ranking["estimators"]
+    lines = [
+        f"| rank | candidate | layer | {' | '.join(estimators)} | seconds |",
+        "|---:|---|---:|" + "---:|" * len(estimators) + "---:|",
+    ]
+    for row in ranking["rows"]:
+        scores = " | ".join(_fmt(row["scores"][e]) for e in estimators)
+        lines.append(f"| {row['rank']} | {row['candidate']} | {row['layer']} | {scores} | {row['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ranking(run_dir: str | os.PathLike, ranking: dict[str, Any]) -> dict[str, Path]:
+    """Write ``ranking.json``, ``ranking.csv``, ``ranking.md`` and ``ranking.png``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: run_dir / f"ranking.{name}" for name in ("json", "csv", "md", "png")}
+    paths["json"].write_text(json.dumps(ranking, indent=2, ensure_ascii=False), encoding="utf-8")
+    estimators = ranking["estimators"]
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "candidate", "layer", *estimators, "seconds", "encoder"])
+        for row in ranking["rows"]:
+            writer.writerow(
+                [
+                    row["rank"],
+                    row["candidate"],
+                    row["layer"],
+                    *(row["scores"][e] for e in estimators),
+                    f"{row['seconds']:.3f}",
+                    json.dumps(row["encoder"]),
+                ]
+            )
+    paths["md"].write_text(ranking_markdown(ranking), encoding="utf-8")
+    _bar_chart(paths["png"], ranking)
+    return paths
+
+
+def _bar_chart(path: Path, ranking: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    estimators = ranking["estimators"]
+    rows = ranking["rows"]
+    labels = [f"{r['candidate']} / L{r['layer']}" for r in rows]
+    fig, axes = plt.subplots(1, len(estimators), figsize=(4 * len(estimators), 0.35 * len(rows) + 1.5), squeeze=False)
+    for ax, estimator in zip(axes[0], estimators, strict=True):
+        values = [r["scores"][estimator] for r in rows]
+        ax.barh(range(len(rows)), values, color="tab:blue")
+        ax.set_yticks(range(len(rows)), labels if ax is axes[0][0] else [""] * len(rows), fontsize=8)
+        ax.invert_yaxis()
+        direction = "higher" if get_estimator(estimator).higher_is_better else "lower"
+        ax.set_title(f"{estimator} ({direction} is better)", fontsize=9)
+    fig.suptitle(f"ranking by {estimators[0]}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> dict[str, Path]:
+    """Write ``confirm.json``, ``confirm.md`` and ``confirm.png`` (score vs fine-tuning result)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    paths = {"json": run_dir / "confirm.json", "md": run_dir / "confirm.md", "png": run_dir / "confirm.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    metric = report["result_metric"]
+    lines = [
+        f"| candidate | layer | {' | '.join(report['estimators'])} | {metric} | seconds |",
+        "|---|---:|" + "---:|" * len(report["estimators"]) + "---:|---:|",
+    ]
+    for run in report["runs"]:
+        scores = " | ".join(_fmt(run["scores"][e]) for e in report["estimators"])
+        lines.append(
+            f"| {run['candidate']} | {run['layer']} | {scores} | {_fmt(run['result'])} | {run['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "| estimator | Spearman rho (p) | Kendall tau | weighted tau | top-1 regret |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for estimator, agreement in report["agreement"].items():
+        lines.append(
+            f"| {estimator} | {_fmt(agreement['spearman_rho'])} ({_fmt(agreement['spearman_p'])}) | "
+            f"{_fmt(agreement['kendall_tau'])} | {_fmt(agreement['weighted_tau'])} | {_fmt(agreement['top1_regret'])} |"
+        )
+    paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    estimators = report["estimators"]
+    fig, axes = plt.subplots(1, len(estimators), figsize=(4 * len(estimators), 3.5), squeeze=False)
+    results = [run["result"] for run in report["runs"]]
+    for ax, estimator in zip(axes[0], estimators, strict=True):
+        scores = [run["scores"][estimator] for run in report["runs"]]
+        ax.scatter(scores, results)
+        for run, x, y in zip(report["runs"], scores, results, strict=True):
+            ax.annotate(f"{run['candidate']}/L{run['layer']}", (x, y), fontsize=6)
+        rho = report["agreement"][estimator]["spearman_rho"]
+        ax.set_xlabel(estimator)
+        ax.set_ylabel(metric)
+        ax.set_title(f"Spearman rho = {_fmt(rho)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=100)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,201 @@
+"""train.py subcommands on tiny settings, W&B modes, rank statistics."""
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+from tiny_models import CONFORMER, save_conformer
+
+from lightning_tx.cli import main
+from lightning_tx.loggers import TxWandbLogger
+from lightning_tx.ranking import rank_agreement
+
+
+def _rank_config(tmp_path, corpus, conformer):
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "default_root_dir": str(tmp_path),
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+        },
+        "model": {
+            "class_path": "lightning_tx.ranking.RankingModule",
+            "init_args": {
+                "estimators": ["logme", "gbc"],
+                "candidates": [
+                    {"encoder": {"class_path": "lightning_tx.encoders.Filterbank", "init_args": {"n_mels": 24}}},
+                    {
+                        "name": "tiny-conformer",
+                        "layers": [0, -1],
+                        "encoder": {
+                            "class_path": "lightning_tx.encoders.ConformerEncoder",
+                            "init_args": {"state_dict": conformer, **CONFORMER},
+                        },
+                    },
+                ],
+            },
+        },
+        "data": {"manifest": str(corpus), "batch_size": 6},
+    }
+    path = tmp_path / "rank.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory, tiny_corpus):
+    tmp_path = tmp_path_factory.mktemp("rank")
+    conformer = save_conformer(str(tmp_path / "conformer.pt"))
+    main(["rank", "--config", str(_rank_config(tmp_path, tiny_corpus, conformer))])
+    return tmp_path
+
+
+def test_rank_writes_the_ranking(ranked):
+    ranking = json.loads((ranked / "ranking.json").read_text())
+    assert ranking["estimators"] == ["logme", "gbc"] and ranking["num_classes"] == 3
+    rows = ranking["rows"]
+    assert [(r["candidate"], r["layer"]) for r in rows if r["candidate"] == "tiny-conformer"] in (
+        [("tiny-conformer", 0), ("tiny-conformer", 2)],
+        [("tiny-conformer", 2), ("tiny-conformer", 0)],
+    )
+    assert len(rows) == 3 and [r["rank"] for r in rows] == [1, 2, 3]
+    logme_scores = [r["scores"]["logme"] for r in rows]
+    assert logme_scores == sorted(logme_scores, reverse=True)
+    for name in ("ranking.csv", "ranking.md", "ranking.png"):
+        assert (ranked / name).stat().st_size > 0
+    assert rows[0]["encoder"]["class_path"].startswith("lightning_tx.encoders")
+
+
+def test_confirm_all_then_only(ranked, tiny_corpus):
+    args = [
+        "confirm",
+        "--model",
+        "lightning_tx.finetune.FineTuneModule",
+        "--data.manifest",
+        str(tiny_corpus),
+        "--data.batch_size",
+        "6",
+        "--trainer.default_root_dir",
+        str(ranked),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ranking",
+        str(ranked / "ranking.json"),
+        "--max_epochs",
+        "1",
+    ]
+    main([*args, "--top_k", "2", "--only", "1"])
+    assert (ranked / "confirm" / "001.json").is_file() and not (ranked / "confirm" / "000.json").is_file()
+    main([*args, "--all", "true"])
+    report = json.loads((ranked / "confirm.json").read_text())
+    assert len(report["runs"]) == 3 and report["result_metric"] == "accuracy"
+    assert set(report["agreement"]) == {"logme", "gbc"}
+    assert {"spearman_rho", "spearman_p", "kendall_tau", "weighted_tau", "top1_regret"} <= set(
+        report["agreement"]["gbc"]
+    )
+    assert (ranked / "confirm.png").stat().st_size > 0
+
+
+def test_fit_subcommand_ctc(tmp_path, tiny_corpus):
+    main(
+        [
+            "fit",
+            "--model",
+            "lightning_tx.finetune.FineTuneModule",
+            "--model.encoder",
+            "lightning_tx.encoders.Filterbank",
+            "--model.task",
+            "ctc",
+            "--model.blank_labels",
+            "[sil]",
+            "--data.manifest",
+            str(tiny_corpus),
+            "--data.batch_size",
+            "6",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+        ]
+    )
+    metrics = next(tmp_path.glob("csv/version_*/metrics.csv")).read_text()
+    assert "val/per" in metrics and "train/loss" in metrics
+    assert next(tmp_path.glob("csv/version_*/config.yaml")).is_file()
+
+
+def test_print_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["rank", "--config", "configs/rank.yaml", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "lightning_tx.ranking.RankingModule"
+
+
+def test_configs_compose_with_repeated_config(tmp_path, capsys):
+    override = tmp_path / "more.yaml"
+    override.write_text(yaml.safe_dump({"data": {"batch_size": 3}}))
+    with pytest.raises(SystemExit):
+        main(["rank", "--config", "configs/rank.yaml", "--config", str(override), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["batch_size"] == 3
+
+
+def test_wandb_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="no API key"):
+        logger = TxWandbLogger(save_dir=str(tmp_path), online=True, group="g", job_type="rank")
+    logger.log_metrics({"transfer/logme/layer_0": 0.5})
+    logger.log_table(key="ranking", columns=["a"], data=[[1]])
+    logger.experiment.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert "WANDB_MODE" not in os.environ  # the process-wide setting is left alone
+
+
+def test_wandb_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = TxWandbLogger(save_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger.log_metrics({"x": 1.0})
+    assert not list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_rank_agreement_against_scipy():
+    g = np.random.default_rng(0)
+    scores, results = g.normal(size=8), g.normal(size=8)
+    out = rank_agreement(scores, results)
+    assert out["spearman_rho"] == pytest.approx(stats.spearmanr(scores, results).statistic)
+    assert out["kendall_tau"] == pytest.approx(stats.kendalltau(scores, results).statistic)
+    assert out["weighted_tau"] == pytest.approx(stats.weightedtau(scores, results).statistic)
+    assert rank_agreement([3, 2, 1], [0.9, 0.5, 0.1])["top1_regret"] == 0
+    assert rank_agreement([1, 2, 3], [0.8, 0.5, 0.4])["top1_regret"] == pytest.approx(0.5)
+    assert rank_agreement([1, 2, 3], [0.8, 0.5, 0.4], higher_is_better=False)["spearman_rho"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    report = __import__("lightning_tx.demo", fromlist=["main"]).main(
+        ["--quick", "--run-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")]
+    )
+    assert len(report["runs"]) == 10
+    for name in ("ranking.json", "ranking.png", "confirm.json", "confirm.png", "rank.yaml", "confirm.yaml"):
+        assert (tmp_path / "run" / name).is_file()
+    assert os.path.isdir(tmp_path / "run" / "csv")
