@@ -188,3 +188,13 @@ def test_hf_dataset_rows():
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["waveforms"].shape == (4, 16000) and sorted(batch["labels"].tolist()) == [0, 0, 1, 1]
+
+
+def test_label_column_and_include(tiny_corpus):
+    dm = SpeechDataModule(manifest=tiny_corpus, label_column="speaker", include={"label": ["yes", "no"]})
+    dm.setup()
+    assert dm.labels == ["en-00", "en-01"] and len(dm.records("train")) == 4
+    with pytest.raises(ManifestError, match="no column 'accent'"):
+        SpeechDataModule(manifest=tiny_corpus, include={"accent": ["x"]}).setup()
+    with pytest.raises(ManifestError, match="match include"):
+        SpeechDataModule(manifest=tiny_corpus, include={"speaker": ["nobody"]}).setup()

@@ -27,6 +27,15 @@ from lightning_tx.data.manifest import (
 )
 
 
+def _field(record: UtteranceRecord, column: str) -> str | None:
+    """A manifest column of a record: a known field or one of the extra columns."""
+    if column in ("audio", "label", "text", "alignment", "speaker", "split"):
+        return getattr(record, column)
+    if column not in record.extra:
+        raise ManifestError(f"the manifest has no column {column!r} (for {record.audio})")
+    return record.extra[column]
+
+
 class SpeechDataset(Dataset):
     """Records -> dicts with ``waveform [S]`` (float32 at ``sample_rate``) and metadata."""
 
@@ -105,6 +114,10 @@ class SpeechDataModule(L.LightningDataModule):
     Unreadable audio files raise an error naming them, or with ``skip_bad_files=True`` are
     left out at :meth:`setup` and listed in :attr:`skipped_files`.
 
+    ``label_column`` picks the column whose values are the classes (e.g. ``"speaker"`` for
+    speaker identification); ``include`` keeps only rows whose columns take the listed
+    values (e.g. ``{"speaker": ["en-06", "en-07"], "language": ["en"]}``).
+
     Batches are dicts: ``waveforms [B, S]``, ``lengths [B]`` (samples), ``labels [B]`` (when
     the data has labels), ``texts``, ``speakers``, ``alignments`` (lists of
     ``(start, end, label)`` or None), ``paths``, ``indices``.
@@ -122,9 +135,12 @@ class SpeechDataModule(L.LightningDataModule):
         skip_bad_files: bool = False,
         vocabulary: str | os.PathLike | None = None,
         require_targets: bool = True,
+        label_column: str = "label",
+        include: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         self.require_targets = require_targets
+        self.label_column, self.include = label_column, include
         if (manifest is None) == (folder is None):
             raise ValueError("give exactly one of `manifest` or `folder`")
         if batch_size < 1:
@@ -192,8 +208,22 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _read_records(self) -> list[UtteranceRecord]:
         if self.folder is not None:
-            return records_from_folders(self.folder)
-        return read_manifest(self.manifest, require_targets=self.require_targets)
+            records = records_from_folders(self.folder)
+        else:
+            records = read_manifest(self.manifest, require_targets=self.require_targets)
+        if self.include:
+            for column, allowed in self.include.items():
+                allowed = {str(value) for value in allowed}
+                records = [r for r in records if str(_field(r, column)) in allowed]
+            if not records:
+                raise ManifestError(f"no utterances of {self.manifest or self.folder} match include={self.include}")
+        if self.label_column != "label":
+            for record in records:
+                value = _field(record, self.label_column)
+                if value in (None, ""):
+                    raise ManifestError(f"{record.audio} has no value in label column {self.label_column!r}")
+                record.label = str(value)
+        return records
 
     def _readable(self, records: list[UtteranceRecord]) -> list[UtteranceRecord]:
         """Check each file's header now, so a bad file fails (or is skipped) before any work."""

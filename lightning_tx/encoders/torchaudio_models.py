@@ -160,20 +160,27 @@ class LogMelConformer(nn.Module):
             out[row, : mel.shape[0]] = mel
         return out
 
-    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Returns ``([B, T, dim]`` for the projection and each layer, ``frame_lengths [B])``."""
+    def embed(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``([B, T, dim]`` projected stacked log-mel frames, ``frame_lengths [B])``: layer 0."""
         mel = self.log_mel(waveforms, lengths)
         batch, steps, _ = mel.shape
         stacked = mel.reshape(batch, steps // self.stack, self.stack * self.n_mels)
-        frame_lengths = self.frame_lengths(lengths)
-        x = self.projection(stacked)
+        return self.projection(stacked), self.frame_lengths(lengths)
+
+    def encode_frames(self, x: Tensor, frame_lengths: Tensor) -> list[Tensor]:
+        """Conformer layers over layer-0 frames ``[B, T, dim]``: every layer's output, layer 0 first."""
         outputs = [x]
         padding = torch.arange(x.shape[1], device=x.device).unsqueeze(0) >= frame_lengths.unsqueeze(1)
         x = x.transpose(0, 1)
         for layer in self.conformer.conformer_layers:
             x = layer(x, padding)
             outputs.append(x.transpose(0, 1))
-        return outputs, frame_lengths
+        return outputs
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Returns ``([B, T, dim]`` for the projection and each layer, ``frame_lengths [B])``."""
+        x, frame_lengths = self.embed(waveforms, lengths)
+        return self.encode_frames(x, frame_lengths), frame_lengths
 
 
 class ConformerEncoder(FrozenEncoder):
