@@ -436,6 +436,22 @@ def write_report(out: Path, data: dict[str, Any], quick: bool) -> Path:
         "- Correlations over a handful of candidates are noisy: read the p-values; the random-order row "
         "shows the spread of chance.",
     ]
+    for task_name, task in data["tasks"].items():
+        results = [r["result"] for r in task["modelwise"].values()]
+        at_best = sum(r == max(results) for r in results)
+        if at_best >= len(results) / 2:
+            lines.append(
+                f"- {task_name}: {at_best} of {len(results)} candidates reach the best fine-tuned result "
+                f"({max(results):.3f}): the task saturates, so its correlations say little about the top "
+                "of the ranking (ties), only about the candidates that fall short."
+            )
+        for model_name, layers in task["layerwise"].items():
+            values = [r["result"] for r in layers.values()]
+            if max(values) - min(values) < 1e-9:
+                lines.append(
+                    f"- {task_name}, layer-wise {model_name}: every layer fine-tunes to {values[0]:.3f}; "
+                    "there is no order to predict (n/a)."
+                )
     path = docs / "benchmark.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (docs / "benchmark.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -447,7 +463,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true", help="small corpus, few epochs (the CI setting)")
     parser.add_argument("--work", default=None, help="cache for corpus and zoo (default: data/benchmark[-quick])")
     parser.add_argument("--out", default="docs", help="where benchmark.md and its plots go")
+    parser.add_argument("--report-only", action="store_true", help="re-render the report from <out>/benchmark.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        data = json.loads((Path(args.out) / "benchmark.json").read_text(encoding="utf-8"))
+        for task in data["tasks"].values():  # JSON object keys are strings: layers back to ints
+            for candidate in task["scores"].values():
+                candidate["scores"] = {
+                    e: {int(k): v for k, v in by_layer.items()} for e, by_layer in candidate["scores"].items()
+                }
+        return write_report(Path(args.out), data, args.quick)
     setting = QUICK if args.quick else FULL
     work = Path(args.work or ("data/benchmark-quick" if args.quick else "data/benchmark"))
     started = time.perf_counter()

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ def test_ranking_quality_quick(tmp_path):
         "ranking_quality", os.path.join(HERE, "..", "benchmarks", "ranking_quality.py")
     )
     benchmark = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = benchmark  # dataclasses look their module up there
     spec.loader.exec_module(benchmark)
     report = benchmark.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs")])
     text = report.read_text()
