@@ -65,3 +65,15 @@ def check_classes_present(class_counts: Tensor) -> None:
             f"classes {absent} of num_classes={class_counts.numel()} have no frames; score more "
             "data (e.g. raise limit_batches) or remove those classes from the task"
         )
+
+
+def check_labelled_frames(features: Tensor, labels: Tensor, num_classes: int | None, name: str = "labels") -> int:
+    """Validate ``[N, D]`` features with ``[N]`` class ids; returns ``num_classes``
+    (``labels.max() + 1`` when not given, as the reference implementations do)."""
+    check_features(features)
+    check_same_length(features, labels)
+    if num_classes is None:
+        check_class_labels(labels, torch.iinfo(torch.int64).max, name=name)
+        num_classes = int(labels.max()) + 1 if labels.numel() else 0
+    check_class_labels(labels, num_classes, name=name)
+    return num_classes

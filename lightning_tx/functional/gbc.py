@@ -24,11 +24,9 @@ import torch
 from torch import Tensor
 
 from lightning_tx.functional._checks import (
-    check_class_labels,
     check_classes_present,
     check_enough_frames,
-    check_features,
-    check_same_length,
+    check_labelled_frames,
 )
 from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 
@@ -71,11 +69,6 @@ def gbc(
     gaussian_type: str = "diagonal",
 ) -> Tensor:
     """GBC of ``[N, D]`` features for ``[N]`` class ids (higher, i.e. nearer 0, is better)."""
-    check_features(features)
-    check_same_length(features, labels)
-    if num_classes is None:
-        check_class_labels(labels, torch.iinfo(torch.int64).max, name="labels")
-        num_classes = int(labels.max()) + 1 if labels.numel() else 0
-    check_class_labels(labels, num_classes, name="labels")
+    num_classes = check_labelled_frames(features, labels, num_classes)
     stats = class_statistics(features, labels, num_classes, with_sq_sums=True)
     return gbc_from_statistics(stats, gaussian_type=gaussian_type)

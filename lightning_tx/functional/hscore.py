@@ -28,11 +28,9 @@ import torch
 from torch import Tensor
 
 from lightning_tx.functional._checks import (
-    check_class_labels,
     check_classes_present,
     check_enough_frames,
-    check_features,
-    check_same_length,
+    check_labelled_frames,
 )
 from lightning_tx.functional.class_statistics import (
     ClassStatistics,
@@ -107,11 +105,6 @@ def hscore(
 
     ``num_classes`` defaults to ``labels.max() + 1``; every class must have frames.
     """
-    check_features(features)
-    check_same_length(features, labels)
-    if num_classes is None:
-        check_class_labels(labels, torch.iinfo(torch.int64).max, name="labels")
-        num_classes = int(labels.max()) + 1 if labels.numel() else 0
-    check_class_labels(labels, num_classes, name="labels")
+    num_classes = check_labelled_frames(features, labels, num_classes)
     stats = class_statistics(features, labels, num_classes, with_gram=True, with_fourth_moments=shrinkage)
     return hscore_from_statistics(stats, shrinkage=shrinkage)
