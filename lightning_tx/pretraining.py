@@ -29,8 +29,10 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from lightning_tx.data.datamodule import SpeechDataModule
+from lightning_tx.encoders.base import frames_per_utterance
 from lightning_tx.encoders.torchaudio_models import ConformerEncoder
 from lightning_tx.finetune.module import FineTuneModule
+from lightning_tx.functional.frames import lengths_to_mask
 
 SMALL_CONFORMER: dict[str, Any] = {
     "n_mels": 40,
@@ -120,10 +122,8 @@ class MaskedUnitPretraining(L.LightningModule):
         """MFCC frames averaged ``stack`` at a time: ``[B, T, 13]`` at the encoder's frame rate."""
         model = self.encoder.model
         frame_lengths = model.frame_lengths(lengths)
-        out = waveforms.new_zeros(waveforms.shape[0], int(frame_lengths.max()) * model.stack, 13)
-        for row in range(waveforms.shape[0]):
-            mfcc = self.mfcc(waveforms[row, : int(lengths[row])]).T
-            out[row, : mfcc.shape[0]] = mfcc
+        steps = int(frame_lengths.max()) * model.stack
+        out = frames_per_utterance(lambda w: self.mfcc(w).T, waveforms, lengths, steps, 13)
         pooled = out.reshape(out.shape[0], -1, model.stack, 13).mean(2)
         return pooled, frame_lengths
 
@@ -132,7 +132,7 @@ class MaskedUnitPretraining(L.LightningModule):
         frames = []
         for batch in self.trainer.datamodule.train_dataloader():
             features, frame_lengths = self.unit_features(batch["waveforms"], batch["lengths"])
-            valid = torch.arange(features.shape[1]).unsqueeze(0) < frame_lengths.unsqueeze(1)
+            valid = lengths_to_mask(frame_lengths, features.shape[1])
             frames.append(features[valid])
             if sum(len(f) for f in frames) > 50_000:
                 break
@@ -144,7 +144,7 @@ class MaskedUnitPretraining(L.LightningModule):
         model = self.encoder.model
         waveforms, lengths = batch["waveforms"], batch["lengths"]
         x, frame_lengths = model.embed(waveforms, lengths)
-        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
+        valid = lengths_to_mask(frame_lengths, x.shape[1])
         starts = torch.rand(valid.shape, device=x.device) < self.mask_start_prob
         masked = F.max_pool1d(starts.float().unsqueeze(1), self.mask_span, stride=1, padding=self.mask_span // 2)
         masked = masked.squeeze(1)[:, : x.shape[1]].bool() & valid

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
 from lightning_tx.encoders.base import EncoderOutput
+from lightning_tx.functional.frames import lengths_to_mask
 from lightning_tx.metrics.registry import get_estimator
 from lightning_tx.ranking.scoring import LayerScorer, batch_labels
 
@@ -176,7 +177,7 @@ class TransferabilityCallback(Callback):
             hidden, frame_lengths, labels = pl_module.transfer_features(batch)
             output = EncoderOutput(list(hidden), frame_lengths)
             steps = output.hidden_states[0].shape[1]
-            mask = torch.arange(steps, device=frame_lengths.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
+            mask = lengths_to_mask(frame_lengths, steps)
             if labels.ndim == 1:
                 labels = labels.unsqueeze(1).expand(-1, steps)
             return output, labels * mask, mask

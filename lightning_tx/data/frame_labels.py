@@ -25,12 +25,13 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from lightning_tx.functional.frames import lengths_to_mask
+
 Segment = tuple[float, float, str]
 
 
 def _valid_mask(frame_lengths: Tensor, steps: int | None) -> Tensor:
-    steps = int(frame_lengths.max()) if steps is None else steps
-    return torch.arange(steps, device=frame_lengths.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
+    return lengths_to_mask(frame_lengths, int(frame_lengths.max()) if steps is None else steps)
 
 
 def broadcast_frame_labels(

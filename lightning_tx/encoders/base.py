@@ -12,6 +12,16 @@ from torch import Tensor, nn
 _PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
 
 
+def frames_per_utterance(transform, waveforms: Tensor, lengths: Tensor, steps: int, dim: int) -> Tensor:
+    """``transform([S_i]) -> [T_i, dim]`` applied to each utterance's valid samples alone (so
+    padding never leaks into its frames), zero-padded to ``[B, steps, dim]``."""
+    out = waveforms.new_zeros(waveforms.shape[0], steps, dim)
+    for row in range(waveforms.shape[0]):
+        frames = transform(waveforms[row, : int(lengths[row])])
+        out[row, : frames.shape[0]] = frames
+    return out
+
+
 @dataclass
 class EncoderOutput:
     """What a frozen encoder returns for a padded batch.
@@ -114,13 +124,3 @@ class FrozenEncoder(nn.Module, ABC):
         """The modules of the layers after layer 0, in order (for partial fine-tuning);
         empty for encoders without learned layers."""
         return []
-
-    def describe(self) -> dict:
-        """A JSON-friendly summary: class, rates, layers and widths."""
-        return {
-            "encoder": type(self).__name__,
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.frame_rate,
-            "num_layers": self.num_layers,
-            "layer_dims": list(self.layer_dims),
-        }

@@ -6,7 +6,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, frames_per_utterance
 
 
 class _SpectralEncoder(FrozenEncoder):
@@ -29,10 +29,7 @@ class _SpectralEncoder(FrozenEncoder):
 
     def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
         frame_lengths = self.frame_lengths(lengths)
-        out = waveforms.new_zeros(waveforms.shape[0], int(frame_lengths.max()), self.layer_dims[0])
-        for row in range(waveforms.shape[0]):
-            features = self._features(waveforms[row, : int(lengths[row])])  # [T_i, D]
-            out[row, : features.shape[0]] = features
+        out = frames_per_utterance(self._features, waveforms, lengths, int(frame_lengths.max()), self.layer_dims[0])
         return EncoderOutput([out], frame_lengths)
 
 

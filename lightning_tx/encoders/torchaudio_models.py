@@ -10,7 +10,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, frames_per_utterance
+from lightning_tx.functional.frames import lengths_to_mask
 
 _WAV2VEC2_BUILDERS = (
     "wav2vec2_model",
@@ -154,11 +155,7 @@ class LogMelConformer(nn.Module):
         mel_lengths = torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
         steps = int(mel_lengths.max())
         steps += (-steps) % self.stack
-        out = waveforms.new_zeros(waveforms.shape[0], steps, self.n_mels)
-        for row in range(waveforms.shape[0]):
-            mel = torch.log(self.mel(waveforms[row, : int(lengths[row])]) + 1e-6).T
-            out[row, : mel.shape[0]] = mel
-        return out
+        return frames_per_utterance(lambda w: torch.log(self.mel(w) + 1e-6).T, waveforms, lengths, steps, self.n_mels)
 
     def embed(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``([B, T, dim]`` projected stacked log-mel frames, ``frame_lengths [B])``: layer 0."""
@@ -170,7 +167,7 @@ class LogMelConformer(nn.Module):
     def encode_frames(self, x: Tensor, frame_lengths: Tensor) -> list[Tensor]:
         """Conformer layers over layer-0 frames ``[B, T, dim]``: every layer's output, layer 0 first."""
         outputs = [x]
-        padding = torch.arange(x.shape[1], device=x.device).unsqueeze(0) >= frame_lengths.unsqueeze(1)
+        padding = ~lengths_to_mask(frame_lengths, x.shape[1])
         x = x.transpose(0, 1)
         for layer in self.conformer.conformer_layers:
             x = layer(x, padding)

@@ -10,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import WordErrorRate
 
 from lightning_tx.encoders.base import FrozenEncoder
+from lightning_tx.functional.frames import lengths_to_mask
 
 TASKS = ("classification", "ctc")
 MODES = ("frozen", "top_n", "full")
@@ -121,7 +122,7 @@ class FineTuneModule(L.LightningModule):
     def forward(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
         hidden, frame_lengths = self.features(waveforms, lengths)
         if self.hparams.task == "classification":
-            mask = (torch.arange(hidden.shape[1], device=hidden.device) < frame_lengths.unsqueeze(1)).unsqueeze(-1)
+            mask = lengths_to_mask(frame_lengths, hidden.shape[1]).unsqueeze(-1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
             return self.head(pooled)
         return self.head(hidden).log_softmax(-1), frame_lengths

@@ -89,6 +89,12 @@ class RankingModule(L.LightningModule):
         """The task's classes: utterance classes, or alignment / CTC token labels."""
         self.num_classes, self.vocabulary = num_classes, vocabulary
 
+    def aligner(self) -> CTCForcedAligner:
+        """The CTC aligner of ``frame_labels="ctc"``, loaded once (on this module's device)."""
+        if self._aligner is None:
+            self._aligner = CTCForcedAligner.from_pretrained(self.ctc_aligner_path, device=self.device)
+        return self._aligner
+
     @property
     def encoder(self) -> FrozenEncoder:
         if self.active is None:
@@ -98,8 +104,6 @@ class RankingModule(L.LightningModule):
     def on_validation_start(self) -> None:
         candidate = self.candidates[self.active]
         candidate.encoder.to(self.device)
-        if self.frame_labels == "ctc" and self._aligner is None:
-            self._aligner = CTCForcedAligner.from_pretrained(self.ctc_aligner_path, device=self.device)
         self._scorer = LayerScorer(
             candidate.encoder.layer_dims,
             self.estimators,

@@ -11,6 +11,8 @@ from torch import Tensor
 
 from lightning_tx.data.frame_labels import batch_frame_labels
 from lightning_tx.encoders.base import EncoderOutput
+from lightning_tx.functional._linalg import as_float64
+from lightning_tx.functional.frames import lengths_to_mask
 from lightning_tx.metrics.registry import build_metric, get_estimator
 
 
@@ -60,19 +62,30 @@ class LayerScorer:
         return self
 
     def update(self, output: EncoderOutput, labels: Tensor | None, mask: Tensor) -> None:
-        """Add one batch of target-task frames: ``labels``/``mask`` are ``[B, T]``."""
-        for (layer, name), metric in self.metrics.items():
+        """Add one batch of target-task frames: ``labels``/``mask`` are ``[B, T]``.
+
+        Each layer's valid frames are selected and cast to float64 once, then shared by
+        all of that layer's estimators.
+        """
+        for layer in self.layers:
             hidden = output.hidden_states[layer]
-            if get_estimator(name).needs_source:
-                metric.update(hidden, domain="target", mask=mask.to(hidden.device))
-            else:
-                metric.update(hidden, labels.to(hidden.device), mask=mask.to(hidden.device))
+            valid = mask.to(hidden.device)
+            frames = as_float64(hidden[valid])
+            frame_labels = None if labels is None else labels.to(hidden.device)[valid]
+            for name in self.estimators:
+                if get_estimator(name).needs_source:
+                    self.metrics[(layer, name)].update(frames, domain="target")
+                else:
+                    self.metrics[(layer, name)].update(frames, frame_labels)
 
     def update_source(self, output: EncoderOutput) -> None:
         """Add one batch of source-domain frames (for the OT estimators)."""
-        for (layer, name), metric in self.metrics.items():
-            if get_estimator(name).needs_source:
-                metric.update(output.hidden_states[layer], domain="source", lengths=output.frame_lengths)
+        sources = [n for n in self.estimators if get_estimator(n).needs_source]
+        for layer in self.layers if sources else []:
+            hidden = output.hidden_states[layer]
+            frames = as_float64(hidden[lengths_to_mask(output.frame_lengths.to(hidden.device), hidden.shape[1])])
+            for name in sources:
+                self.metrics[(layer, name)].update(frames, domain="source")
 
     def compute(self) -> dict[str, dict[int, float]]:
         """``{estimator: {layer: score}}`` (collective)."""

@@ -15,7 +15,6 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_tx.data.datamodule import SpeechDataModule
-from lightning_tx.data.frame_labels import CTCForcedAligner
 from lightning_tx.finetune.module import FineTuneModule
 from lightning_tx.loggers import TxWandbLogger
 from lightning_tx.metrics.registry import get_estimator
@@ -146,7 +145,7 @@ class TxTrainer(L.Trainer):
             if not labels:
                 raise ValueError("frame_labels='alignment' but the train split has no alignment labels")
             return len(labels), {lab: i for i, lab in enumerate(labels)}
-        aligner = CTCForcedAligner.from_pretrained(model.ctc_aligner_path)
+        aligner = model.aligner()
         tokens = sorted(
             {aligner.token_names(t) for r in datamodule.records("train") if r.text for t in aligner.tokenize(r.text)}
         )
