@@ -136,6 +136,8 @@ class CTCForcedAligner:
 
         from transformers import AutoModelForCTC, AutoProcessor
 
+        from lightning_tx.encoders.huggingface import waveform_model_inputs
+
         processor = AutoProcessor.from_pretrained(os.fspath(name_or_path))
         model = AutoModelForCTC.from_pretrained(os.fspath(name_or_path)).to(device).eval()
         extractor = getattr(processor, "feature_extractor", processor)
@@ -144,17 +146,9 @@ class CTCForcedAligner:
         sample_rate = extractor.sampling_rate
 
         def emissions(waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-            audio = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
-            inputs = extractor(
-                audio,
-                sampling_rate=sample_rate,
-                return_tensors="pt",
-                padding=True,
-                return_attention_mask=uses_mask,
-            )
-            kwargs = {"attention_mask": inputs.attention_mask.to(device)} if uses_mask else {}
+            values, kwargs = waveform_model_inputs(extractor, waveforms, lengths, uses_mask, device)
             with torch.inference_mode():
-                logits = model(inputs.input_values.to(device), **kwargs).logits
+                logits = model(values, **kwargs).logits
             frames = model._get_feat_extract_output_lengths(lengths.to(device)).long()
             return torch.log_softmax(logits.float(), dim=-1), frames
 

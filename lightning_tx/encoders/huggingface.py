@@ -11,6 +11,23 @@ from torch import Tensor
 from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
 
 
+def waveform_model_inputs(
+    extractor, waveforms: Tensor, lengths: Tensor, uses_attention_mask: bool, device: torch.device
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """A wav2vec2-style feature extractor applied to each utterance's valid samples:
+    ``(input_values [B, S'], model kwargs)``, with ``attention_mask`` only when asked for."""
+    utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
+    inputs = extractor(
+        utterances,
+        sampling_rate=extractor.sampling_rate,
+        return_tensors="pt",
+        padding=True,
+        return_attention_mask=uses_attention_mask,
+    )
+    kwargs = {"attention_mask": inputs.attention_mask.to(device)} if uses_attention_mask else {}
+    return inputs.input_values.to(device), kwargs
+
+
 class HFEncoder(FrozenEncoder):
     """Any Hugging Face audio model with ``output_hidden_states``, by hub id or local path.
 
@@ -91,25 +108,18 @@ class HFEncoder(FrozenEncoder):
         return self.model._get_feat_extract_output_lengths(lengths).long()
 
     def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
-        utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
         device = waveforms.device
         if self.is_whisper:
+            utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
             inputs = self.feature_extractor(
                 utterances, sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length"
             )
             outputs = self.model(inputs.input_features.to(device), output_hidden_states=True)
         else:
-            inputs = self.feature_extractor(
-                utterances,
-                sampling_rate=self.sample_rate,
-                return_tensors="pt",
-                padding=True,
-                return_attention_mask=self.uses_attention_mask,
+            values, kwargs = waveform_model_inputs(
+                self.feature_extractor, waveforms, lengths, self.uses_attention_mask, device
             )
-            kwargs = {}
-            if self.uses_attention_mask:
-                kwargs["attention_mask"] = inputs.attention_mask.to(device)
-            outputs = self.model(inputs.input_values.to(device), output_hidden_states=True, **kwargs)
+            outputs = self.model(values, output_hidden_states=True, **kwargs)
         frame_lengths = self.frame_lengths(lengths)
         steps = int(frame_lengths.max())
         hidden = [h[:, :steps] for h in outputs.hidden_states]
