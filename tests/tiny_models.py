@@ -19,8 +19,15 @@ HF_COMMON = dict(
 )
 
 
-def save_hf_audio_model(path: str, kind: str = "wav2vec2", with_mask: bool = True) -> str:
-    """A 2-layer wav2vec2 / hubert / wavlm / data2vec-audio / whisper, saved with save_pretrained."""
+def save_hf_audio_model(
+    path: str, kind: str = "wav2vec2", with_mask: bool = True, feat_extract_norm: str | None = None
+) -> str:
+    """A 2-layer wav2vec2 / hubert / wavlm / data2vec-audio / whisper, saved with save_pretrained.
+
+    ``with_mask`` sets the feature extractor's ``return_attention_mask`` and, unless
+    ``feat_extract_norm`` (``"layer"`` or ``"group"``) says otherwise, the feature encoder's
+    norm (layer norm with a mask, group norm without); data2vec-audio always uses layer norm.
+    """
     import transformers as tf
 
     torch.manual_seed(0)
@@ -56,7 +63,7 @@ def save_hf_audio_model(path: str, kind: str = "wav2vec2", with_mask: bool = Tru
     config_class, model_class = classes[kind]
     kwargs = dict(HF_COMMON)
     if kind != "data2vec":
-        norm = "layer" if with_mask else "group"
+        norm = feat_extract_norm or ("layer" if with_mask else "group")
         kwargs.update(feat_extract_norm=norm, do_stable_layer_norm=with_mask)
     model_class(config_class(**kwargs)).save_pretrained(path)
     tf.Wav2Vec2FeatureExtractor(return_attention_mask=with_mask, do_normalize=True).save_pretrained(path)

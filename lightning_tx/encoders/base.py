@@ -47,6 +47,13 @@ class FrozenEncoder(nn.Module, ABC):
     ``layer_dims`` (the width of each layer, so ``num_layers = len(layer_dims)``) and
     implement :meth:`encode` and :meth:`frame_lengths`.
 
+    ``padding_invariant`` (class attribute, default True; a subclass whose answer depends
+    on the loaded model sets it per instance) says whether an utterance's valid frames are
+    the same, to float32 round-off, whether it is encoded alone or in a zero-padded batch
+    with longer utterances, at every layer. A subclass sets it to False when padding
+    changes them (e.g. a group-norm feature encoder normalises over the padded time axis);
+    callers then batch utterances of similar length.
+
     Args:
         precision: ``"32"`` (default), ``"bf16"`` or ``"16"``: autocast dtype on CUDA
             (ignored on the CPU, where encoders always run in float32).
@@ -55,6 +62,7 @@ class FrozenEncoder(nn.Module, ABC):
     sample_rate: int
     frame_rate: float
     layer_dims: list[int]
+    padding_invariant: bool = True
 
     def __init__(self, precision: str = "32") -> None:
         super().__init__()

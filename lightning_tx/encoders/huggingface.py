@@ -15,14 +15,19 @@ def waveform_model_inputs(
     extractor, waveforms: Tensor, lengths: Tensor, uses_attention_mask: bool, device: torch.device
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """A wav2vec2-style feature extractor applied to each utterance's valid samples:
-    ``(input_values [B, S'], model kwargs)``, with ``attention_mask`` only when asked for."""
+    ``(input_values [B, S'], model kwargs)``, with ``attention_mask`` only when asked for.
+
+    The extractor always builds the mask, so that ``do_normalize`` uses each utterance's own
+    samples and leaves the padding at zero (without it, ``Wav2Vec2FeatureExtractor``
+    normalises over the padded length and the padding becomes ``-mean / std``); the model
+    gets the mask only when ``uses_attention_mask``."""
     utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
     inputs = extractor(
         utterances,
         sampling_rate=extractor.sampling_rate,
         return_tensors="pt",
         padding=True,
-        return_attention_mask=uses_attention_mask,
+        return_attention_mask=True,
     )
     kwargs = {"attention_mask": inputs.attention_mask.to(device)} if uses_attention_mask else {}
     return inputs.input_values.to(device), kwargs
@@ -41,6 +46,13 @@ class HFEncoder(FrozenEncoder):
     The Whisper encoder takes 30 s (``chunk_length``) of log-mel frames: every utterance is
     padded to it, and only the frames that cover real audio are counted as valid
     (``ceil(ceil(S / hop) / 2)``).
+
+    :attr:`padding_invariant` is True for Whisper (each utterance gets its own window) and
+    for wav2vec2 / HuBERT / WavLM with a layer-norm feature encoder when the feature
+    extractor passes ``attention_mask``; False for group-norm feature encoders (the group
+    norm spans the padded time axis), without an attention mask (the transformer attends
+    to padded frames), for data2vec-audio (see the comment in ``__init__``) and for other
+    model types, which are not verified.
 
     Args:
         name_or_path: a hub id (``"facebook/hubert-base-ls960"``) or a local folder written by
@@ -93,6 +105,16 @@ class HFEncoder(FrozenEncoder):
             width = config.hidden_size
         self.layer_dims = [width] * (num_layers + 1)
         self.uses_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", False))
+        # Verified in tests/test_padding_invariance.py. data2vec-audio is never invariant, even
+        # with an attention mask: the mask zeroes padded frames only before its positional
+        # embedding, a stack of `num_conv_pos_embeddings` convs each followed by a per-frame
+        # LayerNorm and GELU, so from the second conv on the padded frames are non-zero and
+        # leak into the valid frames near the end of a short utterance.
+        self.padding_invariant = self.is_whisper or (
+            self.uses_attention_mask
+            and config.model_type in ("wav2vec2", "hubert", "wavlm")
+            and getattr(config, "feat_extract_norm", "group") == "layer"
+        )
         self.model.eval()
         if device is not None:
             self.to(device)

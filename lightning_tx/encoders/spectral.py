@@ -13,6 +13,8 @@ class _SpectralEncoder(FrozenEncoder):
     """Frames every ``hop_ms`` of a ``win_ms`` window (centred STFT); each utterance is
     transformed on its own so padding never leaks into its frames."""
 
+    padding_invariant = True  # per-utterance transforms
+
     def __init__(self, transform: torch.nn.Module, dim: int, sample_rate: int, hop_length: int) -> None:
         super().__init__()
         self.transform = transform

@@ -49,6 +49,11 @@ class TorchaudioEncoder(FrozenEncoder):
     Layer ``k`` (``k = 0 .. L-1``) is the output of transformer layer ``k + 1`` (torchaudio's
     ``extract_features``). Frame lengths follow the convolutional feature encoder.
 
+    :attr:`padding_invariant` is True only for a layer-norm feature encoder
+    (``extractor_mode="layer_norm"``, e.g. the large models): the group norm of the
+    ``"group_norm"`` mode (the base models) normalises each channel over the whole padded
+    time axis, so padding changes every frame.
+
     Args:
         builder: a ``torchaudio.models`` builder name, e.g. ``"wav2vec2_base"``,
             ``"hubert_base"``, ``"wavlm_base"`` or the fully configurable
@@ -89,6 +94,11 @@ class TorchaudioEncoder(FrozenEncoder):
         self.frame_rate = sample_rate / stride
         dim = self.model.encoder.feature_projection.projection.out_features
         self.layer_dims = [dim] * len(self.model.encoder.transformer.layers)
+        # Decided from the built model: "group_norm" mode puts a GroupNorm (statistics over
+        # time) after the first conv layer; the transformer masks padded frames either way.
+        self.padding_invariant = not any(
+            isinstance(layer.layer_norm, nn.GroupNorm) for layer in self.model.feature_extractor.conv_layers
+        )
         if device is not None:
             self.to(device)
 
@@ -103,6 +113,49 @@ class TorchaudioEncoder(FrozenEncoder):
     def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
         hidden, _ = self.model.extract_features(waveforms, lengths)
         return EncoderOutput(list(hidden), self.frame_lengths(lengths))
+
+
+def conformer_layer_forward(layer: nn.Module, x: Tensor, padding: Tensor) -> Tensor:
+    """One ``torchaudio.models.conformer.ConformerLayer`` over time-first ``x [T, B, D]``
+    (torchaudio's layout) that never lets padded frames reach valid ones.
+
+    torchaudio's own ``forward`` masks padded keys in self-attention, but the depthwise conv
+    of its convolution module reads the padded frames, which are non-zero after LayerNorm,
+    the pointwise conv and GLU: a valid frame near the end of a short utterance changes with
+    the length of the longest utterance in its batch. Here the same submodules run in the
+    same order on the same layout (so state dicts, dropout and the result on an unpadded
+    batch are torchaudio's), with the GLU output zeroed at padded frames right before the
+    depthwise conv; those zeros are exactly the conv's own zero padding when the utterance
+    is encoded alone. The output is zeroed at padded frames as well.
+
+    Args:
+        layer: a ``ConformerLayer``.
+        x: ``[T, B, D]`` input frames.
+        padding: ``[B, T]`` bool, True at padded frames (``key_padding_mask`` convention).
+
+    Returns:
+        ``[T, B, D]``, zero at padded frames.
+    """
+    padded = padding.T.unsqueeze(-1)  # [T, B, 1]
+
+    def convolution(x: Tensor) -> Tensor:
+        conv = layer.conv_module
+        y = conv.layer_norm(x.transpose(0, 1)).transpose(1, 2)  # [B, D, T]
+        y = conv.sequential[:2](y)  # pointwise conv + GLU
+        y = y.masked_fill(padding.unsqueeze(1), 0.0)
+        y = conv.sequential[2:](y)  # depthwise conv, norm, SiLU, pointwise conv, dropout
+        return x + y.permute(2, 0, 1)
+
+    x = layer.ffn1(x) * 0.5 + x
+    if layer.convolution_first:
+        x = convolution(x)
+    y = layer.self_attn_layer_norm(x)
+    y, _ = layer.self_attn(query=y, key=y, value=y, key_padding_mask=padding, need_weights=False)
+    x = layer.self_attn_dropout(y) + x
+    if not layer.convolution_first:
+        x = convolution(x)
+    x = layer.ffn2(x) * 0.5 + x
+    return layer.final_layer_norm(x).masked_fill(padded, 0.0)
 
 
 class LogMelConformer(nn.Module):
@@ -165,12 +218,19 @@ class LogMelConformer(nn.Module):
         return self.projection(stacked), self.frame_lengths(lengths)
 
     def encode_frames(self, x: Tensor, frame_lengths: Tensor) -> list[Tensor]:
-        """Conformer layers over layer-0 frames ``[B, T, dim]``: every layer's output, layer 0 first."""
+        """Conformer layers over layer-0 frames ``x [B, T, dim]`` with ``frame_lengths [B]``
+        valid frames each: every layer's ``[B, T, dim]`` output, layer 0 first.
+
+        Padding-invariant (see :func:`conformer_layer_forward`): an utterance's valid frames
+        are the same alone or in a zero-padded batch, and every output, layer 0 included, is
+        zero at padded frames.
+        """
+        padding = ~lengths_to_mask(frame_lengths, x.shape[1])  # [B, T], True at padded frames
+        x = x.masked_fill(padding.unsqueeze(-1), 0.0)
         outputs = [x]
-        padding = ~lengths_to_mask(frame_lengths, x.shape[1])
         x = x.transpose(0, 1)
         for layer in self.conformer.conformer_layers:
-            x = layer(x, padding)
+            x = conformer_layer_forward(layer, x, padding)
             outputs.append(x.transpose(0, 1))
         return outputs
 
@@ -189,6 +249,8 @@ class ConformerEncoder(FrozenEncoder):
         device, precision: see :class:`FrozenEncoder`.
         model_kwargs: the ``LogMelConformer`` architecture (must match the state dict).
     """
+
+    padding_invariant = True  # LogMelConformer.encode_frames keeps padded frames out of valid ones
 
     def __init__(
         self,
