@@ -43,8 +43,9 @@ from lightning_tx.encoders import MFCC, ConformerEncoder, Filterbank, FrozenEnco
 from lightning_tx.finetune import FineTuneModule
 from lightning_tx.metrics import get_estimator
 from lightning_tx.pretraining import SMALL_CONFORMER, count_parameters, pretrain
-from lightning_tx.ranking.scoring import LayerScorer, batch_labels
 from lightning_tx.ranking.statistics import rank_agreement
+from lightning_tx.scoring import EncoderFrames, ScoringSession, TaskLabels, speech_loader
+from lightning_tx.scoring import score as score_pass
 
 ESTIMATORS = ["logme", "hscore", "halpha", "gbc", "sliced_wasserstein"]
 
@@ -221,42 +222,31 @@ def source_data(corpus: Path, speakers: list[str], cache: dict[tuple[str, ...], 
     return cache[key]
 
 
+def task_labels(task: dict[str, Any], dm: SpeechDataModule) -> TaskLabels:
+    exclude = ("sil",) if task["frame_labels"] == "alignment" else ()
+    return TaskLabels.from_datamodule(dm, task["frame_labels"], exclude=exclude)
+
+
 def score(
     entry: dict[str, Any],
-    task: dict[str, Any],
+    labels: TaskLabels,
     dm: SpeechDataModule,
     sources: dict[tuple[str, ...], SpeechDataModule],
     corpus: Path,
 ) -> dict[str, Any]:
-    """Every estimator for every layer of one candidate on one task's train split."""
+    """Every estimator for every layer of one candidate on one task's train split, through
+    the scoring engine (TIH-SWD only for models with source data)."""
     encoder = make_encoder(entry)
-    dm.sample_rate = encoder.sample_rate
-    vocabulary = None
-    if task["frame_labels"] == "alignment":
-        phones = [p for p in dm.alignment_labels if p != "sil"]
-        vocabulary, num_classes = {p: i for i, p in enumerate(phones)}, len(phones)
-    else:
-        num_classes = dm.num_classes
-    labelled = [e for e in ESTIMATORS if not get_estimator(e).needs_source]
+    with_source = bool(entry["source_speakers"])
+    estimators = [e for e in ESTIMATORS if with_source or not get_estimator(e).needs_source]
     started = time.perf_counter()
-    scorer = LayerScorer(encoder.layer_dims, labelled, num_classes)
-    swd = LayerScorer(encoder.layer_dims, ["sliced_wasserstein"], None) if entry["source_speakers"] else None
-    for batch in dm._loader("train", shuffle=False):
-        output = encoder(batch["waveforms"], batch["lengths"])
-        labels, mask = batch_labels(
-            batch, output, encoder.frame_rate, source=task["frame_labels"], vocabulary=vocabulary, exclude=("sil",)
-        )
-        scorer.update(output, labels, mask)
-        if swd is not None:
-            swd.update(output, labels, mask)
-    results = scorer.compute()
-    if swd is not None:
-        source = source_data(corpus, entry["source_speakers"], sources)
-        source.sample_rate = encoder.sample_rate
-        for batch in source._loader("train", shuffle=False):
-            swd.update_source(encoder(batch["waveforms"], batch["lengths"]))
-        results.update(swd.compute())
-    else:
+    session = ScoringSession(EncoderFrames(encoder, labels), estimators, labels.num_classes)
+    target = speech_loader(dm, sample_rate=encoder.sample_rate)
+    source = None
+    if with_source:
+        source = speech_loader(source_data(corpus, entry["source_speakers"], sources), sample_rate=encoder.sample_rate)
+    results = score_pass(session, target, source)
+    if not with_source:
         results["sliced_wasserstein"] = {k: float("nan") for k in range(encoder.num_layers)}
     return {
         "scores": results,
@@ -283,7 +273,6 @@ def finetune(
         encoder_learning_rate=1e-3,
         blank_labels=["sil"],
     )
-    dm.sample_rate = encoder.sample_rate
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -296,8 +285,9 @@ def finetune(
         gradient_clip_val=5.0,
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    result = trainer.test(module, datamodule=dm, verbose=False)[0][f"test/{module.result_metric}"]
+    data = dm.at_sample_rate(encoder.sample_rate)
+    trainer.fit(module, datamodule=data)
+    result = trainer.test(module, datamodule=data, verbose=False)[0][f"test/{module.result_metric}"]
     value = float(result) if module.result_metric == "accuracy" else 1.0 - float(result)
     return {"result": value, "seconds": time.perf_counter() - started}
 
@@ -506,7 +496,8 @@ def main(argv: list[str] | None = None) -> Path:
     for task_name, task in all_tasks.items():
         print(f"[benchmark] task {task_name}: scoring")
         dm, sources = datamodule(task), {}  # read (and header-checked) once per task
-        scores = {entry["name"]: score(entry, task, dm, sources, corpus) for entry in zoo}
+        labels = task_labels(task, dm)
+        scores = {entry["name"]: score(entry, labels, dm, sources, corpus) for entry in zoo}
         print(f"[benchmark] task {task_name}: fine-tuning every candidate")
         modelwise = {entry["name"]: finetune(entry, task, dm, -1, setting.finetune_epochs) for entry in zoo}
         layerwise = {}

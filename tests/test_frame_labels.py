@@ -2,15 +2,9 @@ import pytest
 import torch
 from tiny_models import save_hf_ctc_model
 
-from lightning_tx.data import (
-    CTCForcedAligner,
-    SpeechDataModule,
-    alignment_frame_labels,
-    broadcast_frame_labels,
-    read_alignment,
-    read_manifest,
-    uniform_frame_labels,
-)
+from lightning_tx.data import SpeechDataModule, read_alignment, read_manifest
+from lightning_tx.encoders import CTCForcedAligner
+from lightning_tx.scoring import alignment_frame_labels, broadcast_frame_labels, uniform_frame_labels
 
 
 def test_broadcast():

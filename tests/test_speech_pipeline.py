@@ -6,9 +6,10 @@ import pytest
 import torch
 from tiny_models import CONFORMER, save_conformer, save_hf_audio_model
 
-from lightning_tx.data import SpeechDataModule, batch_frame_labels
+from lightning_tx.data import SpeechDataModule
 from lightning_tx.encoders import ConformerEncoder, Filterbank, HFEncoder
 from lightning_tx.metrics import LogME
+from lightning_tx.scoring import TaskLabels
 
 
 @pytest.mark.slow
@@ -20,6 +21,7 @@ def test_corpus_through_three_encoder_kinds(tiny_corpus, model_dir):
     }
     dm = SpeechDataModule(manifest=tiny_corpus, batch_size=6, shuffle=False)
     dm.setup()
+    word_labels, phone_labels = TaskLabels.from_datamodule(dm), TaskLabels.from_datamodule(dm, "alignment")
     for name, encoder in encoders.items():
         assert encoder.sample_rate == dm.sample_rate
         word_metrics = [LogME(d, dm.num_classes) for d in encoder.layer_dims]
@@ -27,15 +29,8 @@ def test_corpus_through_three_encoder_kinds(tiny_corpus, model_dir):
         for batch in dm.train_dataloader():
             out = encoder(batch["waveforms"], batch["lengths"])
             steps = out.hidden_states[0].shape[1]
-            words, word_mask = batch_frame_labels(batch, out.frame_lengths, encoder.frame_rate, steps=steps)
-            phones, phone_mask = batch_frame_labels(
-                batch,
-                out.frame_lengths,
-                encoder.frame_rate,
-                source="alignment",
-                steps=steps,
-                vocabulary=dm.alignment_label_to_id,
-            )
+            words, word_mask = word_labels.frame_labels(batch, out.frame_lengths, encoder.frame_rate, steps)
+            phones, phone_mask = phone_labels.frame_labels(batch, out.frame_lengths, encoder.frame_rate, steps)
             for layer, hidden in enumerate(out.hidden_states):
                 assert hidden.shape[:2] == words.shape == phones.shape == (len(batch["paths"]), steps), name
                 word_metrics[layer].update(hidden, words, mask=word_mask)

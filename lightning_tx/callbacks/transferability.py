@@ -2,211 +2,163 @@
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from tqdm.auto import tqdm
 
-from lightning_tx.encoders.base import EncoderOutput
-from lightning_tx.functional.frames import lengths_to_mask
 from lightning_tx.metrics.registry import get_estimator
-from lightning_tx.ranking.scoring import LayerScorer, batch_labels
+from lightning_tx.scoring import FRAME_LABEL_SOURCES, Results, TaskLabels, best_layer, score_module
+from lightning_tx.scoring.publish import publish_scores
 
 
 class TransferabilityCallback(Callback):
-    """Scores how well each layer of the model's encoder suits the task, once, at the start
-    of training (``on_train_start``: the distributed sampler exists and loggers are ready).
+    """Scores how well each layer of the model's encoder suits the task, once, when training
+    starts (``on_train_start``), like Lightning's ``LearningRateFinder``: :meth:`score` does
+    the work (through :mod:`lightning_tx.scoring`), the hook only decides when.
 
-    One frozen pass over (``limit_batches`` of) the train dataloader, under
-    ``torch.inference_mode()`` with the module in eval mode (train mode is restored after),
-    feeds every estimator for every layer. Under DDP each rank scores its shard and the
-    metric states are summed across ranks, so every rank gets the same results. Results go
-    to :attr:`results` (``{estimator: {layer: score}}``), to every logger as
-    ``transfer/<estimator>/layer_<k>``, to a W&B table when a ``WandbLogger`` is attached,
-    and into the callback's ``state_dict`` so a resumed run does not score again. The
-    metrics live on the callback, never inside the user's module.
+    One frozen pass (eval mode, ``torch.inference_mode()``, train mode restored after) over
+    the train dataloader's dataset, each item exactly once however many processes share it
+    (and, for estimators that compare domains, over ``source``), feeds every estimator of
+    every layer; under DDP the metric states are summed, so every process gets the result
+    of one process. Results go to :attr:`results` (``{estimator: {layer: score}}``), to
+    every logger as ``transfer/<estimator>/layer_<k>`` (plus a W&B table), and into
+    checkpoints: a resumed run scores only what it does not have.
 
-    Where the frames come from (the protocol), first match wins:
-
-    1. ``pl_module.transfer_features(batch) -> (hidden_states, frame_lengths, labels)``:
-       a list of ``[B, T, D]`` tensors, ``[B]`` valid frames, and ``[B]`` utterance or
-       ``[B, T]`` frame class ids; full control for any batch format.
-    2. An encoder (the ``encoder`` argument, else ``pl_module.transfer_encoder``): a
-       :class:`~lightning_tx.encoders.FrozenEncoder`-like callable
-       ``(waveforms, lengths) -> EncoderOutput`` with ``frame_rate``, applied to
-       :class:`~lightning_tx.data.SpeechDataModule` batches (``waveforms``, ``lengths``,
-       ``labels`` / ``alignments``).
+    Frames come from ``pl_module.transfer_features(batch) -> (hidden_states, frame_lengths,
+    labels)`` when the module has it (any batch format), else from ``encoder`` (or
+    ``pl_module.transfer_encoder``) applied to speech batches (``waveforms``, ``lengths``,
+    labels) of a :class:`~lightning_tx.data.SpeechDataModule`.
 
     Args:
         estimators: estimator names; the first decides ``select_layer`` and ``stop_if_below``.
-        num_classes: the task's classes (default: ``pl_module.num_classes``, else the
-            datamodule's ``num_classes``).
-        limit_batches: batches per rank to score (int), a fraction of the loader (float),
-            or None for all.
-        frame_labels: ``"utterance"`` or ``"alignment"`` for the encoder path.
-        vocabulary: label -> id for ``frame_labels="alignment"`` (default: the datamodule's
-            alignment vocabulary).
+        source: source-domain audio for ``sliced_wasserstein``: a manifest path, a
+            ``LightningDataModule`` or a ``DataLoader`` of speech batches.
+        limit_batches: score a random subset of this many batches (int) or this fraction
+            (float) of the pass, shared among processes (default: everything).
+        frame_labels: ``"utterance"``, ``"alignment"``, ``"ctc"`` or ``"uniform"`` (see
+            :class:`~lightning_tx.scoring.TaskLabels`); the encoder path only.
+        exclude: labels left out of the task (e.g. ``["sil"]``).
+        ctc_aligner: a Hugging Face ``*ForCTC`` checkpoint, for ``frame_labels="ctc"``.
+        num_classes: the task's classes (default: the datamodule's, else ``pl_module.num_classes``).
         encoder: an encoder to use instead of ``pl_module.transfer_encoder``.
+        layers: the layers to score (default: all).
         select_layer: ``"best"`` calls ``pl_module.select_layer(k)`` with the best layer.
-        stop_if_below: stop the run when the best score of the first estimator is worse than
-            this (below it, or above it for distances).
+        stop_if_below: stop the run when the best score of the first estimator is worse.
         metric_kwargs: per-estimator keyword arguments.
+        seed: seed of the ``limit_batches`` subset.
     """
 
     def __init__(
         self,
         estimators: Sequence[str] = ("logme",),
-        num_classes: int | None = None,
+        *,
+        source: str | os.PathLike | Any | None = None,
         limit_batches: int | float | None = None,
         frame_labels: str = "utterance",
-        vocabulary: dict[str, int] | None = None,
+        exclude: Sequence[str] = (),
+        ctc_aligner: str | None = None,
+        num_classes: int | None = None,
         encoder: Any = None,
+        layers: Sequence[int] | None = None,
         select_layer: str | None = None,
         stop_if_below: float | None = None,
         metric_kwargs: dict[str, dict[str, Any]] | None = None,
+        seed: int = 0,
     ) -> None:
-        self.estimators = [get_estimator(name).name for name in estimators]
-        if any(get_estimator(n).needs_source for n in self.estimators):
-            raise ValueError(
-                "TransferabilityCallback scores the task's data alone: use the `rank` subcommand "
-                "(with a source manifest) for sliced_wasserstein"
-            )
+        self.estimators = list(dict.fromkeys(get_estimator(name).name for name in estimators))
+        if any(get_estimator(n).needs_source for n in self.estimators) and source is None:
+            raise ValueError("sliced_wasserstein compares domains: give `source=` (source-domain audio)")
+        if frame_labels not in FRAME_LABEL_SOURCES:
+            raise ValueError(f"`frame_labels` must be one of {FRAME_LABEL_SOURCES}, got {frame_labels!r}")
         if select_layer not in (None, "best"):
             raise ValueError(f"`select_layer` must be None or 'best', got {select_layer!r}")
-        if frame_labels not in ("utterance", "alignment"):
-            raise ValueError(f"`frame_labels` must be 'utterance' or 'alignment', got {frame_labels!r}")
-        self.num_classes, self.limit_batches = num_classes, limit_batches
-        self.frame_labels, self.vocabulary, self.encoder = frame_labels, vocabulary, encoder
+        self.source, self.limit_batches, self.seed = source, limit_batches, seed
+        self.frame_labels, self.exclude, self.ctc_aligner = frame_labels, list(exclude), ctc_aligner
+        self.num_classes, self.encoder, self.layers = num_classes, encoder, layers
         self.select_layer, self.stop_if_below = select_layer, stop_if_below
         self.metric_kwargs = metric_kwargs or {}
-        self.results: dict[str, dict[int, float]] | None = None
+        self.results: Results | None = None
         self.best_layer: int | None = None
 
-    # ------------------------------------------------------------------ hooks
+    @property
+    def state_key(self) -> str:
+        source = self.source
+        if source is not None:
+            source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+        return self._generate_state_key(
+            estimators=self.estimators,
+            frame_labels=self.frame_labels,
+            exclude=self.exclude,
+            layers=self.layers,
+            limit_batches=self.limit_batches,
+            source=source,
+            seed=self.seed,
+        )
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.results is None:  # a resumed run restored them from the checkpoint
-            self.score(trainer, pl_module)
-            self._log(trainer)
+        missing = [e for e in self.estimators if e not in (self.results or {})]
+        if missing:
+            self.score(trainer, pl_module, missing)
+            self._report(trainer)
         self._act(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"results": self.results, "best_layer": self.best_layer}
+        return {"results": self.results, "best_layer": self.best_layer, "estimators": self.estimators}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        results = state_dict.get("results")
-        self.results = None if results is None else {e: {int(k): v for k, v in r.items()} for e, r in results.items()}
-        self.best_layer = state_dict.get("best_layer")
+        saved = state_dict.get("results") or {}
+        wanted = None if self.layers is None else set(self.layers)
+        self.results = {
+            e: {int(k): v for k, v in scores.items()}
+            for e, scores in saved.items()
+            if e in self.estimators and (wanted is None or wanted <= {int(k) for k in scores})
+        } or None
+        primary_saved = self.results is not None and self.estimators[0] in self.results
+        self.best_layer = best_layer(self.results, self.estimators[0]) if primary_saved else None
 
-    # ------------------------------------------------------------------ work
-    def score(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[int, float]]:
-        """One frozen pass over the train dataloader; sets and returns :attr:`results`.
-
-        Collective under DDP: every rank must call it.
-        """
-        loader = trainer.train_dataloader
-        if loader is None:
-            raise RuntimeError("TransferabilityCallback.score needs the trainer's train dataloader")
-        limit = self._limit(loader)
-        num_classes = self._num_classes(trainer, pl_module)
-        vocabulary = self._vocabulary(trainer)
-        was_training = pl_module.training
-        pl_module.eval()
-        scorer = None
-        try:
-            with torch.inference_mode():
-                progress = tqdm(total=limit, desc="transferability", disable=not trainer.is_global_zero, leave=False)
-                for index, batch in enumerate(loader):
-                    if index >= limit:
-                        break
-                    batch = trainer.strategy.batch_to_device(batch)
-                    output, labels, mask = self._frames(pl_module, batch, vocabulary)
-                    if scorer is None:
-                        dims = [h.shape[-1] for h in output.hidden_states]
-                        scorer = LayerScorer(dims, self.estimators, num_classes, metric_kwargs=self.metric_kwargs)
-                        scorer.to(pl_module.device)
-                    scorer.update(output, labels, mask)
-                    progress.update(1)
-                progress.close()
-            if scorer is None:
-                raise ValueError("the train dataloader yielded no batches to score")
-            self.results = scorer.compute()
-        finally:
-            pl_module.train(was_training)
-        primary = self.estimators[0]
-        sign = 1.0 if get_estimator(primary).higher_is_better else -1.0
-        self.best_layer = max(self.results[primary], key=lambda k: sign * self.results[primary][k])
+    def score(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, estimators: Sequence[str] | None = None
+    ) -> Results:
+        """One frozen pass; merges into and returns :attr:`results` (collective under DDP)."""
+        labels = TaskLabels.for_module(
+            pl_module,
+            trainer.datamodule,
+            self.frame_labels,
+            num_classes=self.num_classes,
+            exclude=self.exclude,
+            ctc_aligner=self.ctc_aligner,
+            device=pl_module.device,
+        )
+        results = score_module(
+            pl_module,
+            trainer.train_dataloader,
+            estimators or self.estimators,
+            labels,
+            encoder=self.encoder,
+            source=self.source,
+            layers=self.layers,
+            metric_kwargs=self.metric_kwargs,
+            limit_batches=self.limit_batches,
+            seed=self.seed,
+            to_device=trainer.strategy.batch_to_device,
+            progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
+        )
+        self.results = {**(self.results or {}), **results}
+        self.best_layer = best_layer(self.results, self.estimators[0])
         return self.results
 
-    def _limit(self, loader: Any) -> int:
-        total = len(loader) if hasattr(loader, "__len__") else math.inf
-        if self.limit_batches is None:
-            return total
-        if isinstance(self.limit_batches, float) and 0 < self.limit_batches <= 1:
-            return max(1, int(total * self.limit_batches))
-        return min(int(self.limit_batches), total)
-
-    def _num_classes(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
-        if self.frame_labels == "alignment":
-            return len(self._vocabulary(trainer))
-        for source in (
-            self.num_classes,
-            getattr(pl_module, "num_classes", None),
-            getattr(trainer.datamodule, "num_classes", None) if trainer.datamodule else None,
-        ):
-            if isinstance(source, int):
-                return source
-        raise ValueError("TransferabilityCallback needs `num_classes` (or pl_module.num_classes, or a datamodule's)")
-
-    def _vocabulary(self, trainer: L.Trainer) -> dict[str, int] | None:
-        if self.frame_labels != "alignment":
-            return None
-        if self.vocabulary is None:
-            self.vocabulary = getattr(trainer.datamodule, "alignment_label_to_id", None)
-        if not self.vocabulary:
-            raise ValueError("frame_labels='alignment' needs a `vocabulary` (or a SpeechDataModule with alignments)")
-        return self.vocabulary
-
-    def _frames(self, pl_module: L.LightningModule, batch: Any, vocabulary: dict[str, int] | None):
-        if hasattr(pl_module, "transfer_features"):
-            hidden, frame_lengths, labels = pl_module.transfer_features(batch)
-            output = EncoderOutput(list(hidden), frame_lengths)
-            steps = output.hidden_states[0].shape[1]
-            mask = lengths_to_mask(frame_lengths, steps)
-            if labels.ndim == 1:
-                labels = labels.unsqueeze(1).expand(-1, steps)
-            return output, labels * mask, mask
-        encoder = self.encoder if self.encoder is not None else getattr(pl_module, "transfer_encoder", None)
-        if encoder is None:
-            raise AttributeError(
-                "TransferabilityCallback needs frames: give it `encoder=`, or give the LightningModule a "
-                "`transfer_encoder` attribute or a `transfer_features(batch)` method"
-            )
-        if hasattr(encoder, "to") and self.encoder is not None:
-            encoder.to(pl_module.device)
-        output = encoder(batch["waveforms"], batch["lengths"])
-        labels, mask = batch_labels(batch, output, encoder.frame_rate, source=self.frame_labels, vocabulary=vocabulary)
-        return output, labels, mask
-
-    # ------------------------------------------------------------------ results
-    def _log(self, trainer: L.Trainer) -> None:
+    def _report(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:
             return
-        flat = {f"transfer/{e}/layer_{k}": v for e, scores in self.results.items() for k, v in scores.items()}
         layers = sorted(next(iter(self.results.values())))
-        for logger in trainer.loggers:
-            logger.log_metrics(flat, step=trainer.global_step)
-            if isinstance(logger, WandbLogger):
-                logger.log_table(
-                    key="transfer/layers",
-                    columns=["layer", *self.estimators],
-                    data=[[k, *(self.results[e][k] for e in self.estimators)] for k in layers],
-                )
+        rows = [
+            {"candidate": None, "layer": k, "scores": {e: self.results[e][k] for e in self.estimators}} for k in layers
+        ]
+        publish_scores(trainer.loggers, rows, self.estimators, step=trainer.global_step, with_candidate=False)
         table = "\n".join(
             f"  layer {k:>3}: " + "  ".join(f"{e}={self.results[e][k]:.4f}" for e in self.estimators) for k in layers
         )

@@ -3,7 +3,9 @@ as padded waveform batches with lengths, labels, transcripts and alignments."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +55,19 @@ class SpeechDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def durations(self) -> list[float]:
+        """Seconds of audio of each utterance as it will be read (capped at ``max_seconds``),
+        from the file headers (or the arrays' lengths), without decoding the audio."""
+        if self.audio_arrays is not None:
+            seconds = [
+                len(array) / rate if np.ndim(array) == 1 else np.shape(array)[-1] / rate
+                for array, rate in self.audio_arrays
+            ]
+        else:
+            seconds = [soundfile.info(record.audio).duration for record in self.records]
+        cap = math.inf if self.max_seconds is None else self.max_seconds
+        return [min(value, cap) for value in seconds]
 
     def _waveform(self, index: int) -> torch.Tensor:
         if self.audio_arrays is None:
@@ -195,9 +210,7 @@ class SpeechDataModule(L.LightningDataModule):
             )
             records[split].append(record)
             if "array" in audio:
-                arrays[split].append(
-                    (np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"]))
-                )
+                arrays[split].append((np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"])))
             elif audio.get("path"):
                 arrays[split].append(None)
             else:
@@ -235,14 +248,10 @@ class SpeechDataModule(L.LightningDataModule):
                     raise AudioError(f"audio file {record.audio!r} has no samples")
             except (RuntimeError, OSError, soundfile.LibsndfileError, AudioError) as error:
                 reason = (
-                    str(error)
-                    if isinstance(error, AudioError)
-                    else f"cannot read audio file {record.audio!r}: {error}"
+                    str(error) if isinstance(error, AudioError) else f"cannot read audio file {record.audio!r}: {error}"
                 )
                 if not self.skip_bad_files:
-                    raise AudioError(
-                        reason + " (pass skip_bad_files=True to leave such files out)"
-                    ) from error
+                    raise AudioError(reason + " (pass skip_bad_files=True to leave such files out)") from error
                 self.skipped_files.append((record.audio, reason))
                 continue
             kept.append(record)
@@ -258,9 +267,7 @@ class SpeechDataModule(L.LightningDataModule):
             records = self._readable(self._read_records())
             self._records = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
             if self.skipped_files:
-                rank_zero_warn(
-                    f"skipped {len(self.skipped_files)} unreadable audio files (see `skipped_files`)"
-                )
+                rank_zero_warn(f"skipped {len(self.skipped_files)} unreadable audio files (see `skipped_files`)")
         if not self._records["train"]:
             raise ManifestError(f"no train utterances in {self.manifest or self.folder}")
         if self.labels is None:
@@ -325,11 +332,22 @@ class SpeechDataModule(L.LightningDataModule):
         Path(path).write_text(json.dumps(self.state_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
 
     # ------------------------------------------------------------------ loaders
-    def dataset(self, split: str) -> SpeechDataset:
+    def dataset(self, split: str, sample_rate: int | None = None) -> SpeechDataset:
+        """The utterances of ``split``, read at ``sample_rate`` (default: the datamodule's)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"`split` must be 'train', 'val' or 'test', got {split!r}")
         arrays = self._arrays.get(split) if self._arrays else None
-        return SpeechDataset(
-            self.records(split), self.sample_rate, self.label_to_id, self.max_seconds, arrays
-        )
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        return SpeechDataset(self.records(split), rate, self.label_to_id, self.max_seconds, arrays)
+
+    def at_sample_rate(self, sample_rate: int) -> SpeechDataModule:
+        """This datamodule reading audio at ``sample_rate``: a shallow copy that shares the
+        records and vocabulary (this one is left as it is)."""
+        if sample_rate == self.sample_rate:
+            return self
+        other = copy.copy(self)
+        other.sample_rate = sample_rate
+        return other
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+from lightning_tx.encoders.ctc_aligner import CTCForcedAligner
 from lightning_tx.encoders.huggingface import HFEncoder
 from lightning_tx.encoders.spectral import MFCC, Filterbank
 from lightning_tx.encoders.torchaudio_models import ConformerEncoder, LogMelConformer, TorchaudioEncoder
 
 __all__ = [
     "MFCC",
+    "CTCForcedAligner",
     "ConformerEncoder",
     "EncoderOutput",
     "Filterbank",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._linalg import as_float64, gram_matrix
+from lightning_tx.functional.linalg import as_float64, gram_matrix
 
 
 @dataclass

@@ -23,12 +23,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._checks import (
+from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
+from lightning_tx.functional.validation import (
     check_classes_present,
     check_enough_frames,
     check_labelled_frames,
 )
-from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 
 _GAUSSIAN_TYPES = ("diagonal", "spherical")
 

@@ -27,16 +27,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._checks import (
-    check_classes_present,
-    check_enough_frames,
-    check_labelled_frames,
-)
 from lightning_tx.functional.class_statistics import (
     ClassStatistics,
     _mean_and_covariance,
     between_class_covariance,
     class_statistics,
+)
+from lightning_tx.functional.validation import (
+    check_classes_present,
+    check_enough_frames,
+    check_labelled_frames,
 )
 
 

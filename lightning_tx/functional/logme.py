@@ -32,18 +32,20 @@ thuml/LogME in that case.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._checks import (
+from lightning_tx.functional.class_statistics import ClassStatistics
+from lightning_tx.functional.linalg import as_float64, gram_matrix
+from lightning_tx.functional.validation import (
     check_class_labels,
     check_classes_present,
     check_enough_frames,
     check_features,
     check_same_length,
 )
-from lightning_tx.functional._linalg import as_float64, gram_matrix
 
 
 def target_statistics(
@@ -194,6 +196,17 @@ def logme_from_statistics(
     if reduction != "mean":
         raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}")
     return evidence.mean()
+
+
+def logme_from_class_statistics(stats: ClassStatistics, **solver: Any) -> Tensor:
+    """LogME of class labels from :class:`~lightning_tx.functional.ClassStatistics` (with the
+    Gram matrix): the one-hot targets' ``F^T Y`` are the per-class sums and ``diag(Y^T Y)``
+    the per-class counts. ``solver``: ``max_iter``, ``tol``, ``epsilon``."""
+    if stats.gram is None:
+        raise ValueError("LogME needs class statistics accumulated with the Gram matrix")
+    check_enough_frames(int(stats.num_frames))
+    check_classes_present(stats.class_counts)
+    return logme_from_statistics(stats.gram, stats.class_sums.T, stats.class_counts, stats.num_frames, **solver)
 
 
 def logme(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._checks import check_features
+from lightning_tx.functional.validation import check_features
 
 
 def random_projections(

@@ -2,19 +2,21 @@
 
 from lightning_tx.metrics.base import ClassificationTransferabilityMetric, TransferabilityMetric
 from lightning_tx.metrics.class_separability import GBC, HScore
+from lightning_tx.metrics.class_statistics import ClassStatisticsMetric
 from lightning_tx.metrics.logme import LogME
 from lightning_tx.metrics.registry import ESTIMATORS, Estimator, build_metric, get_estimator
 from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
 __all__ = [
     "ESTIMATORS",
-    "Estimator",
-    "build_metric",
-    "get_estimator",
-    "GBC",
+    "ClassStatisticsMetric",
     "ClassificationTransferabilityMetric",
+    "Estimator",
+    "GBC",
     "HScore",
     "LogME",
     "SlicedWasserstein",
     "TransferabilityMetric",
+    "build_metric",
+    "get_estimator",
 ]

@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_tx.functional._checks import check_class_labels, check_features
 from lightning_tx.functional.frames import tih_frames
+from lightning_tx.functional.validation import check_class_labels, check_features
 
 
 class TransferabilityMetric(Metric):

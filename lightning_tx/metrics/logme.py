@@ -7,13 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_tx.functional._checks import (
+from lightning_tx.functional.linalg import add_gram_, as_float64, symmetric_from_upper
+from lightning_tx.functional.logme import logme_from_statistics, target_statistics
+from lightning_tx.functional.validation import (
     check_class_labels,
     check_classes_present,
     check_enough_frames,
 )
-from lightning_tx.functional._linalg import add_gram_, as_float64, symmetric_from_upper
-from lightning_tx.functional.logme import logme_from_statistics, target_statistics
 from lightning_tx.metrics.base import TransferabilityMetric
 
 

@@ -6,6 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
+
+from lightning_tx.functional.class_statistics import ClassStatistics
+from lightning_tx.functional.gbc import gbc_from_statistics
+from lightning_tx.functional.hscore import hscore_from_statistics
+from lightning_tx.functional.logme import logme_from_class_statistics
 from lightning_tx.metrics.base import TransferabilityMetric
 from lightning_tx.metrics.class_separability import GBC, HScore
 from lightning_tx.metrics.logme import LogME
@@ -14,20 +20,68 @@ from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
 @dataclass(frozen=True)
 class Estimator:
-    """How to build one estimator's metric for a layer of width ``num_features``."""
+    """One estimator: how to build its metric, and (for label-based estimators) how to
+    compute it from shared per-class statistics.
+
+    Attributes:
+        name: the name configs use.
+        build: ``(num_features, num_classes, **kwargs) -> metric``, a standalone metric.
+        higher_is_better: the direction of its scores.
+        needs_labels: scores frames with their class labels.
+        needs_source: compares the task's frames with source-domain frames.
+        from_statistics: ``(ClassStatistics, **kwargs) -> scalar``, the score from the sums of
+            a :class:`~lightning_tx.metrics.ClassStatisticsMetric` (None: the estimator
+            keeps its own states).
+        statistics: which optional sums ``from_statistics`` reads: ``"gram"``, ``"sq_sums"``,
+            ``"fourth_moments"`` (the keyword arguments of ``ClassStatisticsMetric``).
+    """
 
     name: str
     build: Callable[..., TransferabilityMetric]
     higher_is_better: bool
     needs_labels: bool = True
     needs_source: bool = False
+    from_statistics: Callable[..., Tensor] | None = None
+    statistics: frozenset[str] = frozenset()
+
+
+def _logme(stats: ClassStatistics, **kwargs: Any) -> Tensor:
+    return logme_from_class_statistics(stats, **kwargs)
+
+
+def _halpha(stats: ClassStatistics, **kwargs: Any) -> Tensor:
+    return hscore_from_statistics(stats, shrinkage=True, **kwargs)
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "logme": Estimator("logme", lambda d, c, **kw: LogME(d, c, **kw), True),
-    "hscore": Estimator("hscore", lambda d, c, **kw: HScore(d, c, **kw), True),
-    "halpha": Estimator("halpha", lambda d, c, **kw: HScore(d, c, shrinkage=True, **kw), True),
-    "gbc": Estimator("gbc", lambda d, c, **kw: GBC(d, c, **kw), True),
+    "logme": Estimator(
+        "logme",
+        lambda d, c, **kw: LogME(d, c, **kw),
+        True,
+        from_statistics=_logme,
+        statistics=frozenset({"gram"}),
+    ),
+    "hscore": Estimator(
+        "hscore",
+        lambda d, c, **kw: HScore(d, c, **kw),
+        True,
+        from_statistics=hscore_from_statistics,
+        statistics=frozenset({"gram"}),
+    ),
+    "halpha": Estimator(
+        "halpha",
+        lambda d, c, **kw: HScore(d, c, shrinkage=True, **kw),
+        True,
+        from_statistics=_halpha,
+        statistics=frozenset({"gram", "fourth_moments"}),
+    ),
+    "gbc": Estimator(
+        "gbc",
+        lambda d, c, **kw: GBC(d, c, **kw),
+        True,
+        from_statistics=gbc_from_statistics,
+        statistics=frozenset({"sq_sums"}),
+    ),
     "sliced_wasserstein": Estimator(
         "sliced_wasserstein",
         lambda d, c, **kw: SlicedWasserstein(d, **kw),

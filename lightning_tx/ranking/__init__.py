@@ -1,8 +1,9 @@
-"""Candidates, the scoring loop, rank statistics and reports."""
+"""Candidates, the rank and confirm subcommands, rank statistics and reports (clients of
+:mod:`lightning_tx.scoring`)."""
 
+from lightning_tx.ranking.confirm import ConfirmSettings, confirm_ranking
 from lightning_tx.ranking.module import Candidate, RankingModule
-from lightning_tx.ranking.scoring import LayerScorer
 from lightning_tx.ranking.statistics import rank_agreement
-from lightning_tx.ranking.trainer import ConfirmSettings, TxTrainer
+from lightning_tx.ranking.trainer import TxTrainer
 
-__all__ = ["Candidate", "ConfirmSettings", "LayerScorer", "RankingModule", "TxTrainer", "rank_agreement"]
+__all__ = ["Candidate", "ConfirmSettings", "RankingModule", "TxTrainer", "confirm_ranking", "rank_agreement"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 
-from lightning_tx.data.frame_labels import FRAME_LABEL_SOURCES, CTCForcedAligner
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.metrics.registry import get_estimator
-from lightning_tx.ranking.scoring import LayerScorer, batch_labels
+from lightning_tx.scoring import FRAME_LABEL_SOURCES, EncoderFrames, ScoringSession, TaskLabels
 
 
 @dataclass
@@ -39,20 +38,25 @@ class Candidate:
 
 
 class RankingModule(L.LightningModule):
-    """Scores candidates' layers with transferability estimators in frozen passes.
-
-    The ``rank`` subcommand (``TxTrainer.rank``) runs ``Trainer.validate`` once per candidate
-    on the task's data (sharded over ranks under DDP; metric states are summed across
-    ranks), with a second dataloader of source-domain audio when an OT estimator is asked for.
+    """The candidates and how to score them; the ``rank`` subcommand (``TxTrainer.rank``)
+    runs ``Trainer.validate`` once per candidate, each validation step feeding the scoring
+    engine's :class:`~lightning_tx.scoring.ScoringSession` (second dataloader: source-domain
+    audio). Under any strategy each utterance is scored exactly once (see
+    :class:`~lightning_tx.scoring.ScoringSampler`) and the metric states are summed across
+    processes, so the scores do not depend on the number of devices.
 
     Args:
         candidates: the encoders (and layers) to score.
         estimators: estimator names; the first one orders the ranking.
-        frame_labels: where frame labels come from: ``"utterance"``, ``"alignment"``, ``"ctc"``
-            or ``"uniform"`` (see :func:`lightning_tx.data.batch_frame_labels`).
-        exclude_labels: alignment labels whose frames are left out (e.g. ``["sil"]``).
+        frame_labels: ``"utterance"``, ``"alignment"``, ``"ctc"`` or ``"uniform"`` (see
+            :class:`~lightning_tx.scoring.TaskLabels`).
+        exclude_labels: labels whose frames are left out (e.g. ``["sil"]``).
         ctc_aligner: a Hugging Face ``*ForCTC`` checkpoint for ``frame_labels="ctc"``.
         metric_kwargs: per-estimator keyword arguments.
+        limit_batches: score a random subset of this many batches (int) or this fraction
+            (float) of the data, the same subset for every candidate and any number of
+            devices (default: everything).
+        seed: seed of that subset.
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class RankingModule(L.LightningModule):
         exclude_labels: list[str] | None = None,
         ctc_aligner: str | None = None,
         metric_kwargs: dict[str, dict[str, Any]] | None = None,
+        limit_batches: int | float | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not candidates:
@@ -71,73 +77,54 @@ class RankingModule(L.LightningModule):
             raise ValueError(f"`frame_labels` must be one of {FRAME_LABEL_SOURCES}, got {frame_labels!r}")
         if frame_labels == "ctc" and not ctc_aligner:
             raise ValueError("frame_labels='ctc' needs `ctc_aligner`: a Hugging Face *ForCTC checkpoint")
-        self.estimators = [get_estimator(n).name for n in (estimators or ["logme"])]
+        self.estimators = list(dict.fromkeys(get_estimator(n).name for n in (estimators or ["logme"])))
         # A plain list: candidates are moved to the device one at a time, never all at once.
         self.candidates = list(candidates)
         self.frame_labels, self.exclude_labels = frame_labels, list(exclude_labels or [])
-        self.ctc_aligner_path, self.metric_kwargs = ctc_aligner, metric_kwargs or {}
+        self.ctc_aligner, self.metric_kwargs = ctc_aligner, metric_kwargs or {}
+        self.limit_batches, self.seed = limit_batches, seed
         self.needs_source = any(get_estimator(n).needs_source for n in self.estimators)
-        self.active: int | None = None
-        self.vocabulary: dict[str, int] | None = None
-        self.num_classes: int | None = None
-        self._aligner: CTCForcedAligner | None = None
-        self._scorer: LayerScorer | None = None
-        self.results: dict[str, dict[int, float]] | None = None
-        self.seconds = 0.0
+        self.session: ScoringSession | None = None
+        self._encoder: FrozenEncoder | None = None
+        # Scoring passes deal whole batches to processes: one may get none (and must still
+        # take part in the collective compute()).
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
-    def prepare_labels(self, num_classes: int, vocabulary: dict[str, int] | None) -> None:
-        """The task's classes: utterance classes, or alignment / CTC token labels."""
-        self.num_classes, self.vocabulary = num_classes, vocabulary
+    def task_labels(self, datamodule: Any, device: torch.device | str = "cpu") -> TaskLabels:
+        """The task's label space, from the datamodule's train split."""
+        return TaskLabels.from_datamodule(
+            datamodule, self.frame_labels, exclude=self.exclude_labels, ctc_aligner=self.ctc_aligner, device=device
+        )
 
-    def aligner(self) -> CTCForcedAligner:
-        """The CTC aligner of ``frame_labels="ctc"``, loaded once (on this module's device)."""
-        if self._aligner is None:
-            self._aligner = CTCForcedAligner.from_pretrained(self.ctc_aligner_path, device=self.device)
-        return self._aligner
-
-    @property
-    def encoder(self) -> FrozenEncoder:
-        if self.active is None:
-            raise RuntimeError("no active candidate: set `active` before validating")
-        return self.candidates[self.active].encoder
-
-    def on_validation_start(self) -> None:
-        candidate = self.candidates[self.active]
-        candidate.encoder.to(self.device)
-        self._scorer = LayerScorer(
-            candidate.encoder.layer_dims,
+    def start(self, candidate: Candidate, labels: TaskLabels, device: torch.device | str) -> ScoringSession:
+        """Begin scoring ``candidate``: the next validation pass feeds a new session."""
+        self._encoder = candidate.encoder
+        self.session = ScoringSession(
+            EncoderFrames(candidate.encoder, labels),
             self.estimators,
-            self.num_classes,
+            labels.num_classes,
             layers=candidate.layers,
             metric_kwargs=self.metric_kwargs,
-        ).to(self.device)
-        self._started = time.perf_counter()
+            device=device,
+        )
+        return self.session
+
+    def finish(self) -> None:
+        """Release the candidate (its weights go back to the CPU)."""
+        if self._encoder is not None:
+            self._encoder.to("cpu")
+        self.session, self._encoder = None, None
+
+    def on_validation_start(self) -> None:
+        if self.session is None:
+            raise RuntimeError("RankingModule.start(candidate, ...) must come before a validation pass")
+        self._encoder.to(self.device)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        encoder = self.encoder
-        output = encoder(batch["waveforms"], batch["lengths"])
-        if dataloader_idx == 1:
-            self._scorer.update_source(output)
-            return
-        labels, mask = batch_labels(
-            batch,
-            output,
-            encoder.frame_rate,
-            source=self.frame_labels,
-            vocabulary=self.vocabulary,
-            exclude=self.exclude_labels,
-            aligner=self._aligner,
-        )
-        self._scorer.update(output, labels, mask)
-
-    def on_validation_epoch_end(self) -> None:
-        self.results = self._scorer.compute()  # collective: every rank computes
-        self.seconds = time.perf_counter() - self._started
-        self._scorer = None
-        self.encoder.to("cpu")
+        self.session.update(batch, "source" if dataloader_idx == 1 else "target")
 
     def configure_optimizers(self) -> None:  # scoring never trains
         return None
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
-        return self.encoder(waveforms, lengths)
+    def candidate_names(self) -> Sequence[str]:
+        return [candidate.display_name() for candidate in self.candidates]
