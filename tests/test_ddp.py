@@ -11,7 +11,14 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import classification_data  # noqa: E402
 
-from lightning_tx.metrics import GBC, HScore, LogME, SlicedWasserstein  # noqa: E402
+from lightning_tx.metrics import (  # noqa: E402
+    GBC,
+    ClassSlicedWasserstein,
+    HScore,
+    KNNAccuracy,
+    LogME,
+    SlicedWasserstein,
+)
 
 NUM_FEATURES, NUM_CLASSES = 12, 4
 SPLIT = 310  # rank 0 gets 310 frames, rank 1 gets 1190: uneven shards
@@ -23,6 +30,9 @@ def _metrics():
         "hscore": HScore(NUM_FEATURES, NUM_CLASSES),
         "halpha": HScore(NUM_FEATURES, NUM_CLASSES, shrinkage=True),
         "gbc": GBC(NUM_FEATURES, NUM_CLASSES),
+        "logme_standardized": LogME(NUM_FEATURES, NUM_CLASSES, standardize=True),
+        "knn": KNNAccuracy(NUM_FEATURES, NUM_CLASSES, max_samples=2000),
+        "class_swd": ClassSlicedWasserstein(NUM_FEATURES, NUM_CLASSES, max_samples=2000),
         "swd": SlicedWasserstein(NUM_FEATURES, max_samples=5000),
         "swd_raw": SlicedWasserstein(NUM_FEATURES, max_samples=5000, normalize=False),
     }
@@ -71,7 +81,8 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
     distributed = torch.load(out_file)
     single = _score(_metrics(), *_data())
-    for name in ("logme", "hscore", "halpha", "gbc"):
+    for name in ("logme", "hscore", "halpha", "gbc", "logme_standardized", "class_swd"):
         assert distributed[name] == pytest.approx(single[name], rel=1e-10), name
+    assert distributed["knn"] == single["knn"]  # below the cap: the same frames, the same votes
     for name in ("swd", "swd_raw"):  # below the cap every frame is kept: identical samples
         assert distributed[name] == pytest.approx(single[name], rel=1e-12), name

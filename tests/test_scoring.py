@@ -71,7 +71,7 @@ def test_shared_statistics_equal_each_estimator_alone():
     mask[::3, 20:] = False
     frame_labels = labels.view(30, 30)
     scorer = LayerScorer([10, 10], ["logme", "hscore", "halpha", "gbc"], 4)
-    assert len(scorer.statistics) == 2 and not scorer.metrics  # one accumulator per layer
+    assert len(scorer.accumulators) == 2 and not scorer.metrics  # one accumulator per layer
     for start in (0, 10, 20):
         rows = slice(start, start + 10)
         scorer.update([h[rows] for h in hidden], mask[rows], frame_labels[rows])
@@ -90,7 +90,7 @@ def test_shared_statistics_equal_each_estimator_alone():
 
 def test_layer_selection_and_errors():
     scorer = LayerScorer([4, 4, 6], ["logme"], 3, layers=[0, -1])
-    assert scorer.layers == [0, 2] and scorer.statistics[2].num_features == 6
+    assert scorer.layers == [0, 2] and scorer.accumulators[("statistics", False, 2)].num_features == 6
     with pytest.raises(ValueError, match="layer 3 does not exist"):
         LayerScorer([4, 4, 6], ["logme"], 3, layers=[3])
     with pytest.raises(ValueError, match="num_classes"):
@@ -209,4 +209,4 @@ def test_estimators_that_compare_domains_need_source_audio():
     session = ScoringSession(ModuleFrames(Module()), ["logme", "sliced_wasserstein"], 2)
     with pytest.raises(ValueError, match="source-domain"):
         score(session, scoring_loader(TensorDataset(features, labels), 8))
-    assert set(ESTIMATORS["logme"].statistics) == {"gram"}
+    assert set(ESTIMATORS["pooled_logme"].statistics) == {"gram"}

@@ -127,3 +127,35 @@ def test_metric_merge_state_equals_one_metric():
     right.update(source[300:], domain="source")
     left.merge_state(right)
     assert float(left.compute()) == pytest.approx(float(whole.compute()), rel=1e-12)
+
+
+def test_time_step_and_utterance_variants_equal_their_definitions():
+    """The paper's per-time-step TIH-SWD (median over steps) and the per-utterance median,
+    through the streaming metric on padded batches, against direct computation with POT."""
+    import ot
+
+    from lightning_tx.functional import random_projections
+    from lightning_tx.metrics import SlicedWasserstein
+
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(6, 9, 4, generator=g), torch.randn(5, 9, 4, generator=g) + 0.5
+    source_lengths, target_lengths = torch.tensor([9, 7, 9, 5, 8, 9]), torch.tensor([9, 6, 9, 9, 4])
+    directions = random_projections(4, 10, seed=42).numpy()
+
+    def sw(a, b):
+        return np.sqrt(np.mean([ot.wasserstein_1d(a @ directions[:, i], b @ directions[:, i], p=2)
+                                for i in range(directions.shape[1])]))  # fmt: skip
+
+    per_step = [
+        sw(source[source_lengths > t, t].double().numpy(), target[target_lengths > t, t].double().numpy())
+        for t in range(9)
+        if (source_lengths > t).sum() >= 2 and (target_lengths > t).sum() >= 2
+    ]
+    all_source = torch.cat([source[i, :n] for i, n in enumerate(source_lengths)]).double().numpy()
+    per_utterance = [sw(all_source, target[i, :n].double().numpy()) for i, n in enumerate(target_lengths)]
+    for reduction, expected in (("time_steps", per_step), ("utterances", per_utterance)):
+        metric = SlicedWasserstein(4, num_projections=10, normalize=False, reduction=reduction)
+        metric.update(source[:3], "source", lengths=source_lengths[:3])
+        metric.update(source[3:], "source", lengths=source_lengths[3:])
+        metric.update(target, "target", lengths=target_lengths)
+        assert float(metric.compute()) == pytest.approx(float(torch.tensor(expected).median()), rel=1e-9)

@@ -11,7 +11,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_tx.metrics.registry import get_estimator
-from lightning_tx.scoring import FRAME_LABEL_SOURCES, Results, TaskLabels, best_layer, score_module
+from lightning_tx.scoring import (
+    FRAME_LABEL_SOURCES,
+    Results,
+    TaskLabels,
+    best_layer,
+    expand_estimators,
+    rank_average,
+    score_module,
+)
 from lightning_tx.scoring.publish import publish_scores
 
 
@@ -69,7 +77,7 @@ class TransferabilityCallback(Callback):
         metric_kwargs: dict[str, dict[str, Any]] | None = None,
         seed: int = 0,
     ) -> None:
-        self.estimators = list(dict.fromkeys(get_estimator(name).name for name in estimators))
+        self.estimators = expand_estimators(estimators)
         if any(get_estimator(n).needs_source for n in self.estimators) and source is None:
             raise ValueError("sliced_wasserstein compares domains: give `source=` (source-domain audio)")
         if frame_labels not in FRAME_LABEL_SOURCES:
@@ -148,6 +156,11 @@ class TransferabilityCallback(Callback):
             progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         self.results = {**(self.results or {}), **results}
+        if "ensemble" in self.estimators:  # the rank average over this model's layers
+            members = get_estimator("ensemble").members
+            layers = sorted(self.results[members[0]])
+            ranks = rank_average([{m: self.results[m][k] for m in members} for k in layers], members)
+            self.results["ensemble"] = dict(zip(layers, ranks, strict=True))
         self.best_layer = best_layer(self.results, self.estimators[0])
         return self.results
 

@@ -6,12 +6,23 @@ from lightning_tx.functional.frames import (
     frame_mask,
     frame_targets,
     lengths_to_mask,
+    segment_means,
     tih_frames,
 )
 from lightning_tx.functional.gbc import gbc, gbc_from_statistics
 from lightning_tx.functional.hscore import hscore, hscore_from_statistics, ledoit_wolf_shrinkage
-from lightning_tx.functional.logme import logme, logme_from_statistics, logme_statistics
+from lightning_tx.functional.knn import knn_accuracy
+from lightning_tx.functional.logme import (
+    logme,
+    logme_from_class_statistics,
+    logme_from_statistics,
+    logme_standardized_from_class_statistics,
+    logme_statistics,
+    standardized_class_statistics,
+)
 from lightning_tx.functional.sliced_wasserstein import (
+    class_sliced_wasserstein,
+    grouped_sliced_wasserstein,
     random_projections,
     sliced_wasserstein,
     sliced_wasserstein_from_projections,
@@ -20,6 +31,13 @@ from lightning_tx.functional.sliced_wasserstein import (
 
 __all__ = [
     "ClassStatistics",
+    "class_sliced_wasserstein",
+    "grouped_sliced_wasserstein",
+    "knn_accuracy",
+    "logme_from_class_statistics",
+    "logme_standardized_from_class_statistics",
+    "segment_means",
+    "standardized_class_statistics",
     "class_statistics",
     "flatten_frames",
     "frame_mask",

@@ -112,3 +112,39 @@ def tih_frames(
     valid = frame_mask(features, lengths, mask)
     frames = features[valid]
     return frames, (None if targets is None else frame_targets(targets, valid))
+
+
+def segment_means(features: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean of each labelled segment: a maximal run of valid frames with one label.
+
+    For utterance labels (every frame of an utterance labelled alike) a segment is the whole
+    utterance, so this is mean pooling; for frame labels (e.g. phones from an alignment) it
+    is one vector per token. A masked frame (padding, or an excluded label such as silence)
+    ends a segment.
+
+    Args:
+        features: ``[B, T, D]`` frames.
+        labels: ``[B, T]`` class ids.
+        mask: ``[B, T]`` bool, True for the frames that count.
+
+    Returns:
+        ``(means [S, D], labels [S], utterances [S])``: float64 segment means in utterance
+        and time order, their labels, and the row of the batch each comes from.
+    """
+    if features.ndim != 3 or labels.shape != features.shape[:2] or mask.shape != features.shape[:2]:
+        raise ValueError(
+            f"expected features [B, T, D] with labels and mask [B, T], got {tuple(features.shape)}, "
+            f"{tuple(labels.shape)} and {tuple(mask.shape)}"
+        )
+    mask = mask.to(features.device)
+    labels = labels.to(features.device)
+    previous_valid = torch.nn.functional.pad(mask[:, :-1], (1, 0), value=False)
+    previous_label = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=-1)
+    starts = mask & (~previous_valid | (labels != previous_label))
+    segment = (starts.flatten().cumsum(0) - 1).view(mask.shape)[mask]
+    count = int(starts.sum())
+    frames = features[mask].to(torch.float64)
+    sums = frames.new_zeros(count, features.shape[-1]).index_add_(0, segment, frames)
+    sizes = torch.bincount(segment, minlength=count).to(torch.float64)
+    rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)
+    return sums / sizes.unsqueeze(1), labels[starts], rows[starts]

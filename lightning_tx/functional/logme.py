@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.class_statistics import ClassStatistics
+from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 from lightning_tx.functional.linalg import as_float64, gram_matrix
 from lightning_tx.functional.validation import (
     check_class_labels,
@@ -209,12 +209,52 @@ def logme_from_class_statistics(stats: ClassStatistics, **solver: Any) -> Tensor
     return logme_from_statistics(stats.gram, stats.class_sums.T, stats.class_counts, stats.num_frames, **solver)
 
 
+def standardized_class_statistics(stats: ClassStatistics) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """LogME's statistics of z-scored features and centred one-hot targets, from the sums.
+
+    Each feature dimension is centred and divided by its standard deviation over the frames
+    (constant dimensions are dropped), and each one-hot target column is centred (an
+    intercept): ``G' = S^-1 (G - N mu mu^T) S^-1``, ``F'^T y' = S^-1 (F^T y - n_c mu)``,
+    ``|y'|^2 = n_c - n_c^2 / N``. The result is invariant to ``f -> A f + b`` for any
+    diagonal ``A`` with non-zero entries (so to any rescaling and shift), up to round-off:
+    centring the streamed raw moments loses about ``log10(mu_d^2 / var_d)`` of float64's 16
+    digits in a dimension whose mean is large against its spread.
+
+    Returns:
+        ``(gram [D', D'], cross [D', C], target_sq [C], num_frames)``.
+    """
+    if stats.gram is None:
+        raise ValueError("LogME needs class statistics accumulated with the Gram matrix")
+    n = stats.num_frames
+    mean = stats.feature_sum / n
+    centred_gram = stats.gram - n * torch.outer(mean, mean)
+    variance = centred_gram.diagonal() / n
+    keep = variance > variance.max().clamp_min(0) * torch.finfo(torch.float64).eps * 16
+    if int(keep.sum()) == 0:
+        raise ValueError("every feature dimension is constant over the frames: nothing to score")
+    scale = variance[keep].sqrt()
+    gram = centred_gram[keep][:, keep] / torch.outer(scale, scale)
+    cross = (stats.class_sums[:, keep] - stats.class_counts.unsqueeze(1) * mean[keep]).T / scale.unsqueeze(1)
+    target_sq = stats.class_counts - stats.class_counts**2 / n
+    return gram, cross, target_sq, n
+
+
+def logme_standardized_from_class_statistics(stats: ClassStatistics, **solver: Any) -> Tensor:
+    """LogME of z-scored features (see :func:`standardized_class_statistics`): invariant to
+    the scale and offset of every feature dimension, which the reference LogME is not (its
+    solver's ``epsilon`` and start at ``alpha = beta = 1`` penalise large activations)."""
+    check_enough_frames(int(stats.num_frames))
+    check_classes_present(stats.class_counts)
+    return logme_from_statistics(*standardized_class_statistics(stats), **solver)
+
+
 def logme(
     features: Tensor,
     targets: Tensor,
     *,
     num_classes: int | None = None,
     regression: bool = False,
+    standardize: bool = False,
     max_iter: int = 11,
     tol: float = 1e-3,
     epsilon: float = 1e-5,
@@ -229,6 +269,9 @@ def logme(
             reference does); pass it whenever a sample may miss a class. Every class must
             have frames.
         regression: treat ``targets`` as regression targets (one column per target).
+        standardize: z-score every feature dimension and centre the targets first (class
+            labels only; see :func:`standardized_class_statistics`): invariant to the
+            features' scale and offset. ``False`` gives the reference value.
 
     Returns:
         Scalar float64 tensor: mean over target columns of the maximized evidence / N.
@@ -255,6 +298,12 @@ def logme(
             check_class_labels(targets, torch.iinfo(torch.int64).max)
             num_classes = int(targets.max()) + 1 if targets.numel() else 0
         check_class_labels(targets, num_classes)
+    solver = {"max_iter": max_iter, "tol": tol, "epsilon": epsilon}
+    if standardize:
+        if regression:
+            raise ValueError("standardize=True is for class labels")
+        stats = class_statistics(features, targets, num_classes, with_gram=True)
+        return logme_standardized_from_class_statistics(stats, **solver)
     gram, cross, target_sq, num_frames = logme_statistics(
         features, targets, num_classes=num_classes, regression=regression
     )

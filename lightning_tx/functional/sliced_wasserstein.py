@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.validation import check_features
+from lightning_tx.functional.validation import check_features, check_labelled_frames
 
 
 def random_projections(
@@ -138,3 +138,80 @@ def sliced_wasserstein(
         p=p,
         normalize=normalize,
     )
+
+
+def class_sliced_wasserstein(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    num_projections: int = 50,
+    p: float = 2,
+    seed: int = 42,
+    projections: Tensor | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
+    r"""A label-aware optimal-transport score on the task's frames alone (no source domain):
+    the mean over pairs of classes of the normalised sliced Wasserstein distance between
+    their class-conditional distributions,
+
+    .. math:: \mathrm{classSW} = \binom{C}{2}^{-1} \sum_{i<j} SW_p^{\mathrm{norm}}(\mu_i, \mu_j),
+
+    i.e. how far apart the classes are, along random directions, in units of their own
+    spread (see ``normalize`` of :func:`sliced_wasserstein`). Higher is better; invariant
+    to ``f -> a f + b``. Classes with fewer than 2 frames are left out of the pairs.
+
+    Args:
+        features: ``[M, D]`` frames (or pooled segments).
+        labels: ``[M]`` class ids.
+        num_projections, p, seed, projections: as in :func:`sliced_wasserstein`.
+        num_classes: the task's classes (default ``labels.max() + 1``).
+
+    Returns:
+        Scalar float64.
+    """
+    num_classes = check_labelled_frames(features, labels, num_classes)
+    if projections is None:
+        projections = random_projections(features.shape[1], num_projections, seed, device=features.device)
+    projected = features.to(torch.float64) @ projections.to(device=features.device, dtype=torch.float64)
+    labels = labels.to(features.device)
+    present = [c for c in range(num_classes) if int((labels == c).sum()) >= 2]
+    if len(present) < 2:
+        raise ValueError(f"need at least 2 classes with 2 or more frames, got {len(present)}")
+    groups = {c: projected[labels == c] for c in present}
+    distances = [
+        sliced_wasserstein_from_projections(groups[a], groups[b], p=p, normalize=True)
+        for i, a in enumerate(present)
+        for b in present[i + 1 :]
+    ]
+    return torch.stack(distances).mean()
+
+
+def grouped_sliced_wasserstein(
+    source: Tensor,
+    target: Tensor,
+    source_groups: Tensor | None,
+    target_groups: Tensor,
+    *,
+    p: float = 2,
+    normalize: bool = False,
+    min_frames: int = 2,
+) -> Tensor:
+    """The median over groups of SW_p between projected frames ``[N, L]`` and ``[M, L]``.
+
+    With ``source_groups`` given, group ``g`` compares the source frames of ``g`` with the
+    target frames of ``g`` (e.g. groups = time steps: the paper's per-time-step TIH-SWD);
+    without, every target group is compared with all source frames (e.g. groups = target
+    utterances). Groups with fewer than ``min_frames`` frames on a side are skipped.
+
+    Returns:
+        Scalar float64: the median of the per-group distances.
+    """
+    distances = []
+    for group in torch.unique(target_groups).tolist():
+        target_part = target[target_groups == group]
+        source_part = source if source_groups is None else source[source_groups == group]
+        if target_part.shape[0] >= min_frames and source_part.shape[0] >= min_frames:
+            distances.append(sliced_wasserstein_from_projections(source_part, target_part, p=p, normalize=normalize))
+    if not distances:
+        raise ValueError(f"no group has {min_frames} or more frames on both sides")
+    return torch.stack(distances).median()

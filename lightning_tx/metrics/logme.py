@@ -7,8 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_tx.functional.class_statistics import ClassStatistics
 from lightning_tx.functional.linalg import add_gram_, as_float64, symmetric_from_upper
-from lightning_tx.functional.logme import logme_from_statistics, target_statistics
+from lightning_tx.functional.logme import (
+    logme_from_statistics,
+    logme_standardized_from_class_statistics,
+    target_statistics,
+)
 from lightning_tx.functional.validation import (
     check_class_labels,
     check_classes_present,
@@ -31,6 +36,8 @@ class LogME(TransferabilityMetric):
             frames by ``compute()``.
         num_targets: the number of regression targets ``K`` (with ``regression=True``).
         regression: score ``[N, K]`` float targets instead of class ids.
+        standardize: z-score every feature dimension and centre the targets (see
+            :func:`lightning_tx.functional.logme`): invariant to the features' scale and offset.
         max_iter, tol, epsilon: the reference fixed-point solver's settings.
 
     Example:
@@ -51,12 +58,15 @@ class LogME(TransferabilityMetric):
         *,
         num_targets: int | None = None,
         regression: bool = False,
+        standardize: bool = False,
         max_iter: int = 11,
         tol: float = 1e-3,
         epsilon: float = 1e-5,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_features, **kwargs)
+        if standardize and regression:
+            raise ValueError("standardize=True is for class labels")
         if regression:
             if not isinstance(num_targets, int) or num_targets < 1:
                 raise ValueError(f"regression needs `num_targets` >= 1, got {num_targets!r}")
@@ -67,7 +77,7 @@ class LogME(TransferabilityMetric):
             columns = num_classes
         self.num_classes = num_classes
         self.num_targets = num_targets
-        self.regression = regression
+        self.regression, self.standardize = regression, standardize
         self.max_iter, self.tol, self.epsilon = max_iter, tol, epsilon
         dim = num_features
         self.add_state("gram", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
@@ -117,6 +127,10 @@ class LogME(TransferabilityMetric):
         check_enough_frames(int(self.num_frames))
         if not self.regression:
             check_classes_present(self.target_sq)
+        solver = {"max_iter": self.max_iter, "tol": self.tol, "epsilon": self.epsilon}
+        if self.standardize:
+            stats = ClassStatistics(self.target_sq, self.cross.T, gram=symmetric_from_upper(self.gram))
+            return logme_standardized_from_class_statistics(stats, **solver)
         return logme_from_statistics(
             symmetric_from_upper(self.gram),
             self.cross,

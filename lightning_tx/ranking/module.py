@@ -11,7 +11,7 @@ import torch
 
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.metrics.registry import get_estimator
-from lightning_tx.scoring import FRAME_LABEL_SOURCES, EncoderFrames, ScoringSession, TaskLabels
+from lightning_tx.scoring import FRAME_LABEL_SOURCES, EncoderFrames, ScoringSession, TaskLabels, expand_estimators
 
 
 @dataclass
@@ -77,7 +77,7 @@ class RankingModule(L.LightningModule):
             raise ValueError(f"`frame_labels` must be one of {FRAME_LABEL_SOURCES}, got {frame_labels!r}")
         if frame_labels == "ctc" and not ctc_aligner:
             raise ValueError("frame_labels='ctc' needs `ctc_aligner`: a Hugging Face *ForCTC checkpoint")
-        self.estimators = list(dict.fromkeys(get_estimator(n).name for n in (estimators or ["logme"])))
+        self.estimators = expand_estimators(estimators or ["logme"])
         # A plain list: candidates are moved to the device one at a time, never all at once.
         self.candidates = list(candidates)
         self.frame_labels, self.exclude_labels = frame_labels, list(exclude_labels or [])

@@ -15,7 +15,7 @@ from lightning_tx.metrics.registry import get_estimator
 from lightning_tx.ranking.confirm import ConfirmSettings, confirm_ranking
 from lightning_tx.ranking.module import RankingModule
 from lightning_tx.ranking.report import ranking_markdown, sort_rows, write_ranking
-from lightning_tx.scoring import speech_loader
+from lightning_tx.scoring import add_ensemble, speech_loader
 from lightning_tx.scoring.publish import publish_scores
 
 
@@ -86,11 +86,12 @@ class TxTrainer(L.Trainer):
                         "candidate": name,
                         "layer": layer,
                         "encoder": spec,
-                        "scores": {e: results[e][layer] for e in model.estimators},
+                        "scores": {e: results[e][layer] for e in results},
                         "seconds": seconds,
                         "frame_rate": candidate.encoder.frame_rate,
                     }
                 )
+        add_ensemble([row["scores"] for row in rows], model.estimators)  # ranks among all candidates
         primary = model.estimators[0]
         ranking = {
             "estimators": model.estimators,

@@ -5,6 +5,7 @@ none keeps its own loop, labels or masks.
 """
 
 from lightning_tx.scoring.engine import Results, ScoringSession, best_layer, limited, score, score_module
+from lightning_tx.scoring.ensemble import add_ensemble, rank_average
 from lightning_tx.scoring.frame_labels import alignment_frame_labels, broadcast_frame_labels, uniform_frame_labels
 from lightning_tx.scoring.frames import BatchFrames, EncoderFrames, FrameSource, ModuleFrames, module_frames
 from lightning_tx.scoring.labels import FRAME_LABEL_SOURCES, TaskLabels
@@ -15,7 +16,7 @@ from lightning_tx.scoring.loaders import (
     scoring_loader_like,
     speech_loader,
 )
-from lightning_tx.scoring.scorer import LayerScorer
+from lightning_tx.scoring.scorer import LayerScorer, expand_estimators
 
 __all__ = [
     "FRAME_LABEL_SOURCES",
@@ -28,12 +29,15 @@ __all__ = [
     "ScoringSampler",
     "ScoringSession",
     "TaskLabels",
+    "add_ensemble",
     "alignment_frame_labels",
     "best_layer",
+    "expand_estimators",
     "broadcast_frame_labels",
     "limited",
     "module_frames",
     "process_rank_and_count",
+    "rank_average",
     "score",
     "score_module",
     "scoring_loader",

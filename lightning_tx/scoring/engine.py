@@ -16,7 +16,7 @@ from lightning_tx.metrics.registry import get_estimator
 from lightning_tx.scoring.frames import EncoderFrames, FrameSource, module_frames
 from lightning_tx.scoring.labels import TaskLabels
 from lightning_tx.scoring.loaders import ScoringSampler, scoring_loader_like, speech_loader
-from lightning_tx.scoring.scorer import LayerScorer
+from lightning_tx.scoring.scorer import LayerScorer, expand_estimators
 
 Results = dict[str, dict[int, float]]
 
@@ -50,7 +50,7 @@ class ScoringSession:
         device: torch.device | str | None = None,
     ) -> None:
         self.frames = frames
-        self.estimators = list(dict.fromkeys(get_estimator(name).name for name in estimators))
+        self.estimators = expand_estimators(estimators)
         self.num_classes, self.layers, self.metric_kwargs = num_classes, layers, metric_kwargs
         self.needs_labels = any(get_estimator(n).needs_labels for n in self.estimators)
         self.needs_source = any(get_estimator(n).needs_source for n in self.estimators)

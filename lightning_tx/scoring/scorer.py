@@ -8,20 +8,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_tx.functional.frames import segment_means
 from lightning_tx.functional.linalg import as_float64
 from lightning_tx.metrics.class_statistics import ClassStatisticsMetric
-from lightning_tx.metrics.registry import build_metric, get_estimator
+from lightning_tx.metrics.registry import SAMPLE, STATISTICS, Estimator, build_metric, get_estimator
+from lightning_tx.metrics.sample import LabelledSampleMetric
+
+
+def expand_estimators(names: Sequence[str]) -> list[str]:
+    """Estimator names without duplicates (aliases resolved), ``ensemble`` followed by the
+    members it needs."""
+    expanded = []
+    for name in names:
+        estimator = get_estimator(name)
+        expanded += [estimator.name, *estimator.members]
+    return list(dict.fromkeys(expanded))
 
 
 class LayerScorer:
     """Streams the frames of every layer into the states of every estimator.
 
-    Label-based estimators (LogME, H-score, H_alpha, GBC) share one
-    :class:`~lightning_tx.metrics.ClassStatisticsMetric` per layer holding the union of
-    the sums they read, so the ``[D, D]`` Gram matrix is accumulated once per layer; the
-    others (sliced Wasserstein) keep one metric per layer. Metrics live here, never in a
-    LightningModule, so precision plugins never cast their float64 states.
-    :meth:`compute` is collective under DDP: every rank must call it, with or without data.
+    Estimators computed from the same accumulator share one per layer (and per level,
+    frames or pooled segments): a :class:`~lightning_tx.metrics.ClassStatisticsMetric` holding
+    the union of the sums LogME, H-score, H_alpha and GBC read (so the ``[D, D]`` Gram matrix
+    is accumulated once per layer), a :class:`~lightning_tx.metrics.LabelledSampleMetric`
+    for k-NN and class SWD. The others (sliced Wasserstein) keep one metric per layer.
+    Metrics live here, never in a LightningModule, so precision plugins never cast their
+    float64 states. :meth:`compute` is collective under DDP: every rank must call it.
+    ``ensemble`` is not computed here (it ranks candidates against each other): its members are.
 
     Args:
         layer_dims: the width of each layer of the encoder.
@@ -29,7 +43,8 @@ class LayerScorer:
         num_classes: the task's number of classes (for label-based estimators).
         layers: the layers to score (negative indices count from the end; default: all).
         metric_kwargs: per-estimator keyword arguments, e.g.
-            ``{"gbc": {"gaussian_type": "spherical"}, "sliced_wasserstein": {"max_samples": 5000}}``.
+            ``{"gbc": {"gaussian_type": "spherical"}, "sliced_wasserstein": {"max_samples": 5000}}``;
+            ``"sample"`` configures the shared labelled sample (``{"max_samples": 5000}``).
     """
 
     def __init__(
@@ -50,17 +65,24 @@ class LayerScorer:
             if not -count <= k < count:
                 raise ValueError(f"layer {k} does not exist: the encoder has {count} layers (0..{count - 1})")
         self.layers = list(dict.fromkeys(k % count for k in layers))
-        self.estimators = list(dict.fromkeys(get_estimator(name).name for name in estimators))
+        self.estimators = [n for n in expand_estimators(estimators) if not get_estimator(n).members]
+        self.num_classes = num_classes
         self.metric_kwargs = metric_kwargs or {}
-        shared = [get_estimator(n) for n in self.estimators if get_estimator(n).from_statistics is not None]
-        self.shared = [e.name for e in shared]
-        self.separate = [n for n in self.estimators if n not in self.shared]
         if any(get_estimator(n).needs_labels for n in self.estimators) and num_classes is None:
             raise ValueError(f"estimators {self.estimators} score labels: give the task's `num_classes`")
-        needed = set().union(*(e.statistics for e in shared)) if shared else set()
-        flags = {"gram": "gram" in needed, "sq_sums": "sq_sums" in needed, "fourth_moments": "fourth_moments" in needed}
-        self.statistics = {
-            layer: ClassStatisticsMetric(layer_dims[layer], num_classes, **flags) for layer in self.layers if shared
+        by_accumulator: dict[tuple[str, bool], list[Estimator]] = {}
+        self.separate = []
+        for name in self.estimators:
+            estimator = get_estimator(name)
+            if estimator.shared is None:
+                self.separate.append(name)
+            else:
+                by_accumulator.setdefault((estimator.shared, estimator.pooled), []).append(estimator)
+        self.shared = {key: [e.name for e in members] for key, members in by_accumulator.items()}
+        self.accumulators = {
+            (kind, pooled, layer): self._accumulator(kind, layer_dims[layer], members)
+            for (kind, pooled), members in by_accumulator.items()
+            for layer in self.layers
         }
         self.metrics = {
             (layer, name): build_metric(name, layer_dims[layer], num_classes, **self.metric_kwargs.get(name, {}))
@@ -68,9 +90,19 @@ class LayerScorer:
             for name in self.separate
         }
         self.needs_source = any(get_estimator(n).needs_source for n in self.estimators)
+        self.needs_segments = any(pooled for (_, pooled) in self.shared)
+
+    def _accumulator(self, kind: str, dim: int, members: list[Estimator]) -> Any:
+        if kind == STATISTICS:
+            needed = set().union(*(e.statistics for e in members))
+            flags = {flag: flag in needed for flag in ("gram", "sq_sums", "fourth_moments")}
+            return ClassStatisticsMetric(dim, self.num_classes, **flags)
+        if kind == SAMPLE:
+            return LabelledSampleMetric(dim, self.num_classes, **self.metric_kwargs.get("sample", {}))
+        raise ValueError(f"unknown accumulator {kind!r}")
 
     def to(self, device: torch.device | str) -> LayerScorer:
-        for metric in (*self.statistics.values(), *self.metrics.values()):
+        for metric in (*self.accumulators.values(), *self.metrics.values()):
             metric.to(device)
         return self
 
@@ -82,40 +114,54 @@ class LayerScorer:
             mask: ``[B, T]`` bool, True for frames that are scored (valid and labelled).
             labels: ``[B, T]`` class ids (None when no estimator needs labels).
         """
+        device = hidden_states[self.layers[0]].device
+        mask = mask.to(device)
+        rows, steps = torch.nonzero(mask).unbind(1)  # utterance and time step of each frame
+        frame_labels = None if labels is None else labels.to(device)[mask]
         for layer in self.layers:
             hidden = hidden_states[layer]
-            valid = mask.to(hidden.device)
-            frames = as_float64(hidden[valid])  # cast once, shared by the layer's estimators
-            if layer in self.statistics:
-                self.statistics[layer].update(frames, labels.to(hidden.device)[valid])
+            frames = as_float64(hidden[mask])  # cast once, shared by the layer's estimators
+            levels = {False: (frames, frame_labels, rows)}
+            if self.needs_segments:
+                levels[True] = segment_means(hidden, labels, mask)
+            for (kind, pooled), _ in self.shared.items():
+                vectors, vector_labels, groups = levels[pooled]
+                accumulator = self.accumulators[(kind, pooled, layer)]
+                if kind == SAMPLE:
+                    accumulator.update(vectors, vector_labels, groups=groups)
+                else:
+                    accumulator.update(vectors, vector_labels)
             for name in self.separate:
                 metric = self.metrics[(layer, name)]
                 if get_estimator(name).needs_source:
-                    metric.update(frames, domain="target")
+                    metric.update(frames, domain="target", steps=steps, utterances=rows)
                 else:
-                    metric.update(frames, labels.to(hidden.device)[valid])
+                    metric.update(frames, frame_labels)
 
     def update_source(self, hidden_states: Sequence[Tensor], mask: Tensor) -> None:
         """Add one batch of source-domain frames (for the estimators that compare domains)."""
         sources = [n for n in self.separate if get_estimator(n).needs_source]
         for layer in self.layers if sources else []:
             hidden = hidden_states[layer]
-            frames = as_float64(hidden[mask.to(hidden.device)])
+            valid = mask.to(hidden.device)
+            rows, steps = torch.nonzero(valid).unbind(1)
+            frames = as_float64(hidden[valid])
             for name in sources:
-                self.metrics[(layer, name)].update(frames, domain="source")
+                self.metrics[(layer, name)].update(frames, domain="source", steps=steps, utterances=rows)
 
     def compute(self) -> dict[str, dict[int, float]]:
         """``{estimator: {layer: score}}`` (collective)."""
         results: dict[str, dict[int, float]] = {name: {} for name in self.estimators}
-        for layer, metric in self.statistics.items():
-            stats = metric.compute()
-            for name in self.shared:
-                value = get_estimator(name).from_statistics(stats, **self.metric_kwargs.get(name, {}))
+        for (kind, pooled, layer), accumulator in self.accumulators.items():
+            accumulated = accumulator.compute()
+            for name in self.shared[(kind, pooled)]:
+                kwargs = self.metric_kwargs.get(name, {})
+                value = get_estimator(name).from_shared(accumulated, num_classes=self.num_classes, **kwargs)
                 results[name][layer] = float(value)
         for (layer, name), metric in self.metrics.items():
             results[name][layer] = float(metric.compute())
         return {name: dict(sorted(scores.items())) for name, scores in results.items()}
 
     def reset(self) -> None:
-        for metric in (*self.statistics.values(), *self.metrics.values()):
+        for metric in (*self.accumulators.values(), *self.metrics.values()):
             metric.reset()
