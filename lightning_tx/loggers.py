@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
 
 
@@ -24,9 +25,11 @@ class TxWandbLogger(WandbLogger):
     """``WandbLogger`` that is offline unless asked for ``online=True`` *and* a key exists.
 
     Asked for online without a key, it warns and logs offline instead of failing (a run
-    can be synced later with ``wandb sync <save_dir>/wandb/offline-run-*``). The
-    ``WANDB_MODE`` environment variable (``offline``, ``disabled``) always wins. ``group`` and
-    ``job_type`` tie a scoring run to its confirming fine-tunes.
+    can be synced later with ``wandb sync <save_dir>/wandb/offline-run-*``). Online, the run
+    starts within ``init_timeout`` seconds (default 20) or falls back to offline with a
+    warning: no network never blocks or fails a run. The ``WANDB_MODE`` environment
+    variable (``offline``, ``disabled``) always wins. ``group`` and ``job_type`` tie a
+    scoring run to its confirming fine-tunes; ``config`` is the run's W&B config.
 
     Args:
         project: W&B project.
@@ -44,11 +47,12 @@ class TxWandbLogger(WandbLogger):
         group: str | None = None,
         job_type: str | None = None,
         name: str | None = None,
+        init_timeout: float = 20.0,
         **kwargs: Any,
     ) -> None:
         mode = resolve_wandb_mode(online)
         os.makedirs(save_dir, exist_ok=True)
-        kwargs.setdefault("settings", _quiet_settings())
+        kwargs.setdefault("settings", _quiet_settings(init_timeout))
         # Pass the mode to wandb.init rather than `offline=True`: Lightning implements that by
         # setting WANDB_MODE for the whole process, which would override a user's "disabled".
         super().__init__(
@@ -61,6 +65,20 @@ class TxWandbLogger(WandbLogger):
             mode=mode,
             **kwargs,
         )
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The W&B run; an online run that cannot start (no network, a bad key) is retried
+        offline, with a warning, instead of failing the command."""
+        try:
+            return WandbLogger.experiment.fget.__wrapped__(self)
+        except Exception as error:  # wandb raises its own CommError, UsageError, TimeoutError...
+            if self._wandb_init.get("mode") != "online":
+                raise
+            rank_zero_warn(f"W&B could not start online ({error}); logging offline instead (`wandb sync` later)")
+            self._wandb_init["mode"] = "offline"
+            return WandbLogger.experiment.fget.__wrapped__(self)
 
 
 def resolve_wandb_mode(online: bool) -> str:
@@ -75,7 +93,7 @@ def resolve_wandb_mode(online: bool) -> str:
     return "offline"
 
 
-def _quiet_settings() -> Any:
+def _quiet_settings(init_timeout: float) -> Any:
     import wandb
 
-    return wandb.Settings(silent=True, x_disable_stats=True, init_timeout=60)
+    return wandb.Settings(silent=True, x_disable_stats=True, init_timeout=init_timeout)

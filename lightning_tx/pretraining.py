@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from lightning_tx.data.datamodule import SpeechDataModule
-from lightning_tx.encoders.base import frames_per_utterance
+from lightning_tx.encoders.base import FrozenEncoder, frames_per_utterance
 from lightning_tx.encoders.torchaudio_models import ConformerEncoder
 from lightning_tx.finetune.module import FineTuneModule
 from lightning_tx.functional.frames import lengths_to_mask
@@ -140,6 +140,11 @@ class MaskedUnitPretraining(L.LightningModule):
         self.feature_mean, self.feature_std = points.mean(0), points.std(0) + 1e-5
         self.centroids.copy_(kmeans((points - self.feature_mean) / self.feature_std, self.num_units))
 
+    def train(self, mode: bool = True) -> MaskedUnitPretraining:
+        super().train(mode)
+        self.encoder.train_modules(mode)  # dropout and batch statistics while pre-training
+        return self
+
     def _loss(self, batch: dict) -> Tensor:
         model = self.encoder.model
         waveforms, lengths = batch["waveforms"], batch["lengths"]
@@ -183,17 +188,23 @@ def pretrain(
     learning_rate: float = 2e-3,
     seed: int = 0,
     accelerator: str = "auto",
+    encoder: FrozenEncoder | None = None,
 ) -> dict[int, Path]:
-    """Pre-train a LogMelConformer with ``objective`` on ``manifest`` (rows matching
-    ``include``). ``out`` is one path (saved after the last epoch) or ``{epoch: path}`` to
-    keep several training budgets of the run. Returns ``{epoch: path}``."""
+    """Pre-train an encoder with ``objective`` on ``manifest`` (rows matching ``include``):
+    a :class:`~lightning_tx.encoders.LogMelConformer` built from ``model_kwargs``, or any
+    ``encoder`` whose ``model`` is what gets saved (``"masked_units"`` needs a Conformer).
+    ``out`` is one path (saved after the last epoch) or ``{epoch: path}`` to keep several
+    training budgets of the run. Returns ``{epoch: path}``."""
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {objective!r}")
     L.seed_everything(seed, verbose=False)
     paths = {int(e): Path(p) for e, p in out.items()} if isinstance(out, dict) else {max_epochs: Path(out)}
     if max(paths) > max_epochs:
         raise ValueError(f"a checkpoint epoch ({max(paths)}) is beyond max_epochs={max_epochs}")
-    encoder = ConformerEncoder(None, **{**SMALL_CONFORMER, **(model_kwargs or {})})
+    if encoder is None:
+        encoder = ConformerEncoder(None, **{**SMALL_CONFORMER, **(model_kwargs or {})})
+    if objective == "masked_units" and not isinstance(encoder, ConformerEncoder):
+        raise ValueError("masked_units pre-training needs a ConformerEncoder")
     data = SpeechDataModule(
         manifest=manifest,
         batch_size=batch_size,

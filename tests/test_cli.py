@@ -93,8 +93,14 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
         "--max_epochs",
         "1",
     ]
+    rows = json.loads((ranked / "ranking.json").read_text())["rows"]
     main([*args, "--top_k", "2", "--only", "1"])
-    assert (ranked / "confirm" / "001.json").is_file() and not (ranked / "confirm" / "000.json").is_file()
+    written = sorted(p.name for p in (ranked / "confirm").glob("*.json"))
+    assert len(written) == 1 and written[0].startswith(f"{rows[1]['candidate']}-L{rows[1]['layer']}-")
+    with pytest.warns(UserWarning, match="only 2 fine-tuned candidates"):
+        main([*args, "--top_k", "2"])
+    two = json.loads((ranked / "confirm.json").read_text())
+    assert two["agreement"]["logme"]["spearman_rho"] is None  # no NaN: undefined with 2 candidates
     main([*args, "--all", "true"])
     report = json.loads((ranked / "confirm.json").read_text())
     assert len(report["runs"]) == 3 and report["result_metric"] == "accuracy"
@@ -102,6 +108,9 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
     assert {"spearman_rho", "spearman_p", "kendall_tau", "weighted_tau", "top1_regret"} <= set(
         report["agreement"]["gbc"]
     )
+    assert len(list((ranked / "confirm").glob("*.json"))) == 3  # identical fine-tunes were reused
+    main([*args, "--all", "true", "--model.learning_rate", "0.02"])  # another recipe: fine-tuned again
+    assert len(list((ranked / "confirm").glob("*.json"))) == 6
     assert (ranked / "confirm.png").stat().st_size > 0
 
 

@@ -122,3 +122,23 @@ def test_pooled_estimators_are_engine_only():
     with pytest.raises(ValueError, match="scoring engine"):
         build_metric("pooled_logme", 4, 3)
     assert np.isfinite(float(build_metric("knn", 4, 2, max_samples=50).num_features))
+
+
+def test_engine_serves_every_tih_swd_form_from_one_sample():
+    from lightning_tx.metrics import SlicedWasserstein
+
+    g = torch.Generator().manual_seed(1)
+    target, source = torch.randn(6, 20, 5, generator=g), torch.randn(4, 20, 5, generator=g) + 0.3
+    mask, labels = torch.ones(6, 20, dtype=torch.bool), torch.zeros(6, 20, dtype=torch.long)
+    names = ["sliced_wasserstein", "sliced_wasserstein_time_steps", "sliced_wasserstein_utterances"]
+    scorer = LayerScorer([5], names, None)
+    assert len(scorer.accumulators) == 1 and not scorer.metrics
+    scorer.update([target], mask, None)
+    scorer.update_source([source], torch.ones(4, 20, dtype=torch.bool))
+    results = scorer.compute()
+    for name, reduction in zip(names, ["frames", "time_steps", "utterances"], strict=True):
+        alone = SlicedWasserstein(5, reduction=reduction)
+        alone.update(target, domain="target")
+        alone.update(source, domain="source")
+        assert results[name][0] == pytest.approx(float(alone.compute()), rel=1e-12), name
+    assert labels.sum() == 0

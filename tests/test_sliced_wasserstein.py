@@ -155,7 +155,7 @@ def test_time_step_and_utterance_variants_equal_their_definitions():
     per_utterance = [sw(all_source, target[i, :n].double().numpy()) for i, n in enumerate(target_lengths)]
     for reduction, expected in (("time_steps", per_step), ("utterances", per_utterance)):
         metric = SlicedWasserstein(4, num_projections=10, normalize=False, reduction=reduction)
-        metric.update(source[:3], "source", lengths=source_lengths[:3])
-        metric.update(source[3:], "source", lengths=source_lengths[3:])
-        metric.update(target, "target", lengths=target_lengths)
+        metric.update(source[:3], domain="source", lengths=source_lengths[:3])
+        metric.update(source[3:], domain="source", lengths=source_lengths[3:])
+        metric.update(target, domain="target", lengths=target_lengths)
         assert float(metric.compute()) == pytest.approx(float(torch.tensor(expected).median()), rel=1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import soundfile
@@ -13,6 +14,20 @@ from torch import Tensor
 
 class AudioError(ValueError):
     """An audio file that cannot be used, with the file named in the message."""
+
+
+_DECLARED_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def check_not_truncated(path: str | os.PathLike) -> None:
+    """Raise if a RIFF/WAV file holds less audio than its header declares (a copy cut short):
+    libsndfile would read what is there and the utterance would silently be shorter."""
+    match = _DECLARED_DATA.search(soundfile.info(os.fspath(path)).extra_info)
+    if match and int(match.group(1)) > int(match.group(2)):
+        raise AudioError(
+            f"audio file {os.fspath(path)!r} is truncated: its header declares {match.group(1)} bytes of audio, "
+            f"it holds {match.group(2)}"
+        )
 
 
 def load_audio(
@@ -30,6 +45,7 @@ def load_audio(
         AudioError: the file is missing, unreadable, empty or holds NaN/Inf samples.
     """
     try:
+        check_not_truncated(path)
         data, file_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
         raise AudioError(f"cannot read audio file {os.fspath(path)!r}: {error}") from error

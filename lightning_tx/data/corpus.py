@@ -5,9 +5,10 @@ Several languages, each with a keyword vocabulary spoken by several synthetic sp
 with small jitters of rate and pitch. For each utterance we write a 16 kHz mono wav, and
 the synthesizer's own phoneme timings as an alignment file (``start end phone`` lines, in
 seconds; ``sil`` before the first and after the last phoneme). The manifest
-(``manifest.csv``, and ``manifest-<language>.csv`` for each language) has the columns ``audio, label, text, speaker, language, split,
-alignment, duration``; paths are relative to the manifest. Repetitions are split
-per speaker: the last two of each (speaker, word) go to ``val`` and ``test``.
+(``manifest.csv``, and ``manifest-<language>.csv`` for each language) has the columns
+``audio, label, text, speaker, language, split, alignment, duration``; paths are relative
+to the manifest. Repetitions are split per speaker: the last two of each (speaker, word)
+go to ``val`` and ``test``.
 
     python -m lightning_tx.data.corpus --out data/corpus            # ~1,000 utterances
     python -m lightning_tx.data.corpus --out /tmp/c --speakers 2 --repetitions 2
@@ -51,6 +52,10 @@ WORDS = {
         "cero",
         "tres",
     ],
+}
+# Minimal pairs and near-homophones, for keyword tasks that do not saturate.
+CONFUSABLE_WORDS = {
+    "en": ["bad", "bed", "pin", "bin", "ship", "sheep", "cat", "cap", "three", "tree", "seven", "heaven"],
 }
 BASE_VOICES = {"en": ["en-us", "en", "en-gb-scotland", "en-029"], "de": ["de"], "es": ["es", "es-419"]}
 # eSpeak NG voice variants without breath noise: that noise is seeded from the clock, so
@@ -154,25 +159,33 @@ def build_corpus(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    words: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write the corpus under ``out``; returns the manifest path.
 
     ``len(languages) * speakers_per_language * words_per_language * repetitions``
     utterances (default 960). ``repetitions >= 3`` gives every split of every (speaker,
-    word); with fewer, the last repetition is ``test`` and the rest ``train``.
+    word); with fewer, the last repetition is ``test`` and the rest ``train``. ``words``
+    replaces the built-in word list of a language (``words_per_language`` then does not
+    apply to it), e.g. ``{"en": WORDS["en"] + CONFUSABLE_WORDS["en"]}``.
     """
+    vocabulary = {}
     for language in languages:
         if language not in WORDS:
-            raise ValueError(f"no built-in vocabulary for language {language!r}; have {sorted(WORDS)}")
-    if not 1 <= words_per_language <= min(len(WORDS[lang]) for lang in languages):
-        raise ValueError(f"`words_per_language` must be in [1, 12], got {words_per_language}")
+            raise ValueError(f"no built-in vocabulary and voices for language {language!r}; have {sorted(WORDS)}")
+        if words and language in words:
+            vocabulary[language] = list(words[language])
+        elif 1 <= words_per_language <= len(WORDS[language]):
+            vocabulary[language] = WORDS[language][:words_per_language]
+        else:
+            raise ValueError(f"`words_per_language` must be in [1, 12], got {words_per_language}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed + 1)
     speakers = make_speakers(list(languages), speakers_per_language, seed)
     jobs = []
     for speaker in speakers:
-        for word in WORDS[speaker.language][:words_per_language]:
+        for word in vocabulary[speaker.language]:
             for rep in range(repetitions):
                 split = "train"
                 if repetitions >= 3 and rep == repetitions - 2:

@@ -19,7 +19,7 @@ import torchaudio.functional as AF
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_tx.data.audio import AudioError, load_audio, pad_waveforms
+from lightning_tx.data.audio import AudioError, check_not_truncated, load_audio, pad_waveforms
 from lightning_tx.data.manifest import (
     ManifestError,
     UtteranceRecord,
@@ -246,6 +246,7 @@ class SpeechDataModule(L.LightningDataModule):
                 info = soundfile.info(record.audio)
                 if info.frames == 0:
                     raise AudioError(f"audio file {record.audio!r} has no samples")
+                check_not_truncated(record.audio)
             except (RuntimeError, OSError, soundfile.LibsndfileError, AudioError) as error:
                 reason = (
                     str(error) if isinstance(error, AudioError) else f"cannot read audio file {record.audio!r}: {error}"

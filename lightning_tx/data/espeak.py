@@ -41,9 +41,7 @@ class _Event(ctypes.Structure):
     ]
 
 
-_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 @dataclass
@@ -131,9 +129,7 @@ class ESpeak:
             library.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
             library.espeak_SetSynthCallback(self._callback)
             encoded = text.encode("utf-8") + b"\0"
-            status = library.espeak_Synth(
-                encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
+            status = library.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if status != 0:
                 raise RuntimeError(f"eSpeak NG failed to synthesize {text!r} (status {status})")
             library.espeak_Synchronize()

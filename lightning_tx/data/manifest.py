@@ -9,6 +9,7 @@ of ``start end label`` lines, seconds), ``speaker`` and ``split`` (``train``, ``
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -50,9 +51,7 @@ def read_alignment(path: str | os.PathLike) -> list[tuple[float, float, str]]:
             start, end = float(parts[0]), float(parts[1])
             label = " ".join(parts[2:])
         except (ValueError, IndexError):
-            raise ManifestError(
-                f"{os.fspath(path)}:{number}: expected 'start end label', got {line!r}"
-            ) from None
+            raise ManifestError(f"{os.fspath(path)}:{number}: expected 'start end label', got {line!r}") from None
         if not label or end < start or start < 0:
             raise ManifestError(f"{os.fspath(path)}:{number}: bad segment {line!r}")
         segments.append((start, end, label))
@@ -61,11 +60,11 @@ def read_alignment(path: str | os.PathLike) -> list[tuple[float, float, str]]:
 
 def _rows(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's BOM is not a column
             return [dict(row) for row in csv.DictReader(handle)]
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):
                 if line.strip():
                     try:
@@ -77,6 +76,21 @@ def _rows(path: Path) -> list[dict[str, str]]:
                     rows.append({k: ("" if v is None else str(v)) for k, v in row.items()})
         return rows
     raise ManifestError(f"manifest {path} must be .csv or .jsonl, got {path.suffix or 'no suffix'!r}")
+
+
+KNOWN_COLUMNS = ("audio", "label", "text", "alignment", "speaker", "split")
+
+
+def _check_column_names(path: Path, columns: set[str]) -> None:
+    """A column that looks like a misspelt known one (``splt``, ``lable``) is an error: read
+    as an extra column it would silently change what is scored."""
+    for column in sorted(columns - set(KNOWN_COLUMNS)):
+        close = difflib.get_close_matches(column.strip().lower(), KNOWN_COLUMNS, n=1, cutoff=0.75)
+        if close and close[0] not in columns:
+            raise ManifestError(
+                f"manifest {path} has a column {column!r} but no {close[0]!r}: did you mean {close[0]!r}? "
+                f"(known columns: {', '.join(KNOWN_COLUMNS)})"
+            )
 
 
 def read_manifest(path: str | os.PathLike, *, require_targets: bool = True) -> list[UtteranceRecord]:
@@ -96,12 +110,11 @@ def read_manifest(path: str | os.PathLike, *, require_targets: bool = True) -> l
     if not rows:
         raise ManifestError(f"manifest {path} has no rows")
     columns = set(rows[0])
+    _check_column_names(path, columns)
     if "audio" not in columns:
         raise ManifestError(f"manifest {path} has no 'audio' column (columns: {sorted(columns)})")
     if require_targets and not {"label", "text"} & columns:
-        raise ManifestError(
-            f"manifest {path} needs a 'label' or a 'text' column (columns: {sorted(columns)})"
-        )
+        raise ManifestError(f"manifest {path} needs a 'label' or a 'text' column (columns: {sorted(columns)})")
     base = path.parent
     records = []
     for number, row in enumerate(rows, 2 if path.suffix.lower() == ".csv" else 1):
@@ -119,7 +132,7 @@ def read_manifest(path: str | os.PathLike, *, require_targets: bool = True) -> l
         if split not in SPLITS:
             raise ManifestError(f"{where}: 'split' must be one of {SPLITS}, got {split!r}")
         alignment = (row.get("alignment") or "").strip() or None
-        known = {"audio", "label", "text", "alignment", "speaker", "split"}
+        known = set(KNOWN_COLUMNS)
         records.append(
             UtteranceRecord(
                 audio=os.fspath(base / audio),

@@ -22,6 +22,15 @@ def frames_per_utterance(transform, waveforms: Tensor, lengths: Tensor, steps: i
     return out
 
 
+def receptive_field(kernels_and_strides: list[tuple[int, int]]) -> int:
+    """The fewest input samples that give one output frame through unpadded convolutions
+    ``[(kernel, stride), ...]`` (input first)."""
+    samples = 1
+    for kernel, stride in reversed(kernels_and_strides):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
 @dataclass
 class EncoderOutput:
     """What a frozen encoder returns for a padded batch.
@@ -62,6 +71,8 @@ class FrozenEncoder(nn.Module, ABC):
     sample_rate: int
     frame_rate: float
     layer_dims: list[int]
+    #: The shortest waveform (samples) the encoder accepts: at least one frame's window.
+    min_samples: int = 1
     padding_invariant: bool = True
 
     def __init__(self, precision: str = "32") -> None:
@@ -81,8 +92,15 @@ class FrozenEncoder(nn.Module, ABC):
         return torch.device("cpu")
 
     def train(self, mode: bool = True) -> FrozenEncoder:
-        """Frozen: stays in eval mode whatever ``mode`` is."""
+        """Frozen: stays in eval mode whatever ``mode`` is (see :meth:`train_modules`)."""
         return super().train(False)
+
+    def train_modules(self, mode: bool, modules: list[nn.Module] | None = None) -> None:
+        """Put ``modules`` (default: the whole encoder) in train or eval mode, for code that
+        does train the encoder (fine-tuning, pre-training): dropout and batch statistics
+        then behave as in training. :meth:`forward` always runs in eval mode."""
+        for module in [self] if modules is None else modules:
+            nn.Module.train(module, mode)
 
     @abstractmethod
     def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
@@ -104,6 +122,12 @@ class FrozenEncoder(nn.Module, ABC):
             raise ValueError(
                 f"`lengths` must lie in [1, {waveforms.shape[1]}] samples, got "
                 f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        if int(lengths.min()) < self.min_samples:
+            raise ValueError(
+                f"{type(self).__name__} needs utterances of at least {self.min_samples} samples "
+                f"({1000 * self.min_samples / self.sample_rate:.0f} ms at {self.sample_rate} Hz), got one of "
+                f"{int(lengths.min())}"
             )
         device = self.device
         waveforms = waveforms.to(device=device, dtype=torch.float32)

@@ -8,7 +8,7 @@ import os
 import torch
 from torch import Tensor
 
-from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, receptive_field
 
 
 def waveform_model_inputs(
@@ -101,6 +101,7 @@ class HFEncoder(FrozenEncoder):
                 )
             stride = math.prod(config.conv_stride)
             self.frame_rate = self.sample_rate / stride
+            self.min_samples = receptive_field(list(zip(config.conv_kernel, config.conv_stride, strict=True)))
             num_layers = config.num_hidden_layers
             width = config.hidden_size
         self.layer_dims = [width] * (num_layers + 1)

@@ -15,9 +15,10 @@ class _SpectralEncoder(FrozenEncoder):
 
     padding_invariant = True  # per-utterance transforms
 
-    def __init__(self, transform: torch.nn.Module, dim: int, sample_rate: int, hop_length: int) -> None:
+    def __init__(self, transform: torch.nn.Module, dim: int, sample_rate: int, hop_length: int, n_fft: int) -> None:
         super().__init__()
         self.transform = transform
+        self.min_samples = n_fft // 2 + 1  # the centred STFT reflects n_fft / 2 samples at each end
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.frame_rate = sample_rate / hop_length
@@ -52,7 +53,7 @@ class Filterbank(_SpectralEncoder):
             hop_length=hop,
             n_mels=n_mels,
         )
-        super().__init__(transform, n_mels, sample_rate, hop)
+        super().__init__(transform, n_mels, sample_rate, hop, transform.n_fft)
         self.n_mels = n_mels
         self.init_args = {"n_mels": n_mels, "sample_rate": sample_rate}
 
@@ -81,7 +82,7 @@ class MFCC(_SpectralEncoder):
                 "n_mels": max(40, n_mfcc),
             },
         )
-        super().__init__(transform, n_mfcc, sample_rate, hop)
+        super().__init__(transform, n_mfcc, sample_rate, hop, transform.MelSpectrogram.n_fft)
         self.n_mfcc = n_mfcc
         self.init_args = {"n_mfcc": n_mfcc, "sample_rate": sample_rate}
 

@@ -10,7 +10,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, frames_per_utterance
+from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, frames_per_utterance, receptive_field
 from lightning_tx.functional.frames import lengths_to_mask
 
 _WAV2VEC2_BUILDERS = (
@@ -92,6 +92,9 @@ class TorchaudioEncoder(FrozenEncoder):
         for layer in self.model.feature_extractor.conv_layers:
             stride *= layer.stride
         self.frame_rate = sample_rate / stride
+        self.min_samples = receptive_field(
+            [(layer.kernel_size, layer.stride) for layer in self.model.feature_extractor.conv_layers]
+        )
         dim = self.model.encoder.feature_projection.projection.out_features
         self.layer_dims = [dim] * len(self.model.encoder.transformer.layers)
         # Decided from the built model: "group_norm" mode puts a GroupNorm (statistics over
@@ -270,6 +273,7 @@ class ConformerEncoder(FrozenEncoder):
         _load_state_dict(self.model, state_dict)
         self.model.eval()
         self.sample_rate = self.model.sample_rate
+        self.min_samples = self.model.mel.n_fft // 2 + 1  # the centred STFT of the log-mel front end
         self.frame_rate = self.sample_rate / (self.model.hop_length * self.model.stack)
         self.layer_dims = [self.model.dim] * (len(self.model.conformer.conformer_layers) + 1)
         if device is not None:

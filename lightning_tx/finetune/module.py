@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import WordErrorRate
 
+from lightning_tx.encoders import encoder_from_spec
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.functional.frames import lengths_to_mask
 
@@ -37,7 +38,7 @@ class FineTuneModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: FrozenEncoder | None = None,
+        encoder: FrozenEncoder | str | None = None,
         layer: int = -1,
         task: str = "classification",
         mode: str = "frozen",
@@ -54,7 +55,7 @@ class FineTuneModule(L.LightningModule):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
         self.save_hyperparameters(ignore=["encoder"])
-        self.encoder = encoder
+        self.encoder = encoder_from_spec(encoder) if isinstance(encoder, str) else encoder
         self.tokens: list[str] | None = None
         self.head: nn.Module | None = None
 
@@ -99,15 +100,27 @@ class FineTuneModule(L.LightningModule):
             for parameter in self.encoder.parameters():
                 parameter.requires_grad_(True)
         elif self.hparams.mode == "top_n":
-            modules = self.encoder.layer_modules()[: self.layer]
+            modules = self._trainable_modules()
             if not modules:
                 raise ValueError(f"{type(self.encoder).__name__} has no trainable layers below layer {self.layer}")
-            for module in modules[-self.hparams.top_n :]:
+            for module in modules:
                 for parameter in module.parameters():
                     parameter.requires_grad_(True)
         self.trains_encoder = any(p.requires_grad for p in self.encoder.parameters())
         if self.hparams.mode != "frozen" and not self.trains_encoder:
             raise ValueError(f"{type(self.encoder).__name__} has no weights to fine-tune: use mode='frozen'")
+
+    def train(self, mode: bool = True) -> FineTuneModule:
+        """The encoder's trainable layers follow ``mode`` (dropout, batch statistics); its
+        frozen layers stay in eval mode, so their outputs are fixed."""
+        super().train(mode)
+        if mode and getattr(self, "trains_encoder", False):
+            trainable = None if self.hparams.mode == "full" else self._trainable_modules()
+            self.encoder.train_modules(True, trainable)
+        return self
+
+    def _trainable_modules(self) -> list[nn.Module]:
+        return self.encoder.layer_modules()[: self.layer][-self.hparams.top_n :]
 
     # ---------------------------------------------------------------- forward
     def features(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,7 +133,11 @@ class FineTuneModule(L.LightningModule):
         return output.hidden_states[self.layer].clone(), output.frame_lengths.clone()
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
-        hidden, frame_lengths = self.features(waveforms, lengths)
+        return self.head_outputs(*self.features(waveforms, lengths))
+
+    def head_outputs(self, hidden: Tensor, frame_lengths: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """The head on ``[B, T, D]`` frames: class logits ``[B, C]`` (mean-pooled valid
+        frames), or CTC ``(log_probs [B, T, V], frame_lengths)``."""
         if self.hparams.task == "classification":
             mask = lengths_to_mask(frame_lengths, hidden.shape[1]).unsqueeze(-1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
@@ -138,14 +155,23 @@ class FineTuneModule(L.LightningModule):
         lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long)
         return targets, lengths, [" ".join(seq) for seq in sequences]
 
+    def _outputs(self, batch: dict) -> Tensor | tuple[Tensor, Tensor]:
+        """Head outputs of a speech batch, or of a batch of cached frames (``frames``,
+        ``frame_lengths``: see :class:`~lightning_tx.finetune.CachedFeatureDataModule`)."""
+        if "frames" in batch:
+            if self.trains_encoder:
+                raise ValueError("cached frames are for mode='frozen': this recipe trains the encoder")
+            return self.head_outputs(batch["frames"], batch["frame_lengths"])
+        return self(batch["waveforms"], batch["lengths"])
+
     def _step(self, batch: dict, stage: str) -> Tensor:
         if self.hparams.task == "classification":
-            logits = self(batch["waveforms"], batch["lengths"])
+            logits = self._outputs(batch)
             loss = F.cross_entropy(logits, batch["labels"])
             if stage != "train":
                 self.metrics[f"{stage}_"].update(logits.argmax(-1), batch["labels"])
         else:
-            log_probs, frame_lengths = self(batch["waveforms"], batch["lengths"])
+            log_probs, frame_lengths = self._outputs(batch)
             targets, target_lengths, references = self._ctc_targets(batch)
             loss = F.ctc_loss(
                 log_probs.transpose(0, 1),
@@ -157,7 +183,7 @@ class FineTuneModule(L.LightningModule):
             )
             if stage != "train":
                 self.metrics[f"{stage}_"].update(self._greedy_decode(log_probs, frame_lengths), references)
-        batch_size = batch["waveforms"].shape[0]
+        batch_size = len(batch["paths"])
         self.log(
             f"{stage}/loss",
             loss,

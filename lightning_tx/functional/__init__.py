@@ -28,8 +28,10 @@ from lightning_tx.functional.sliced_wasserstein import (
     sliced_wasserstein_from_projections,
     wasserstein_1d,
 )
+from lightning_tx.functional.validation import UndefinedScore
 
 __all__ = [
+    "UndefinedScore",
     "ClassStatistics",
     "class_sliced_wasserstein",
     "grouped_sliced_wasserstein",

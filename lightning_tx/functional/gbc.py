@@ -25,12 +25,14 @@ from torch import Tensor
 
 from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 from lightning_tx.functional.validation import (
+    UndefinedScore,
     check_classes_present,
     check_enough_frames,
     check_labelled_frames,
 )
 
 _GAUSSIAN_TYPES = ("diagonal", "spherical")
+MIN_FRAMES_PER_CLASS = 3
 
 
 def gbc_from_statistics(stats: ClassStatistics, *, gaussian_type: str = "diagonal") -> Tensor:
@@ -41,6 +43,12 @@ def gbc_from_statistics(stats: ClassStatistics, *, gaussian_type: str = "diagona
         raise ValueError("GBC needs statistics accumulated with per-class squared sums")
     check_enough_frames(int(stats.num_frames))
     check_classes_present(stats.class_counts)
+    scarce = (stats.class_counts < MIN_FRAMES_PER_CLASS).nonzero().flatten().tolist()
+    if scarce:
+        raise UndefinedScore(
+            f"GBC estimates a variance per class and needs at least {MIN_FRAMES_PER_CLASS} frames of each; classes "
+            f"{scarce} have fewer (with 1-2 frames any classes look separable): score more data"
+        )
     counts = stats.class_counts.unsqueeze(1)
     means = stats.class_sums / counts  # [C, D]
     variances = (stats.class_sq_sums / counts - means**2).clamp_min(0)

@@ -34,6 +34,7 @@ from lightning_tx.functional.class_statistics import (
     class_statistics,
 )
 from lightning_tx.functional.validation import (
+    UndefinedScore,
     check_classes_present,
     check_enough_frames,
     check_labelled_frames,
@@ -84,12 +85,20 @@ def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -
     """
     check_enough_frames(int(stats.num_frames))
     check_classes_present(stats.class_counts)
+    frames, dim = int(stats.num_frames), stats.gram.shape[0]
+    if not shrinkage and frames <= dim:
+        raise UndefinedScore(
+            f"H-score needs more frames than feature dimensions: {frames} frames of width {dim} make the "
+            "covariance singular, so any labelling looks separable (H = C - 1); use halpha (shrinkage) or "
+            "score more frames"
+        )
     _, cov = _mean_and_covariance(stats)
     between = between_class_covariance(stats)
     if not shrinkage:
         return torch.trace(_pinv_psd(cov) @ between)
     alpha = ledoit_wolf_shrinkage(stats)
-    dim = cov.shape[0]
+    if float(torch.trace(cov)) <= 0:
+        raise UndefinedScore("the features are constant over the frames: H_alpha is undefined")
     shrunk = (1 - alpha) * cov + alpha * torch.trace(cov) / dim * torch.eye(dim, dtype=cov.dtype, device=cov.device)
     return torch.trace(_pinv_psd(shrunk) @ ((1 - alpha) * between))
 

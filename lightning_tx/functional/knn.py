@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.validation import check_labelled_frames
+from lightning_tx.functional.validation import UndefinedScore, check_labelled_frames
 
 
 def knn_accuracy(
@@ -53,7 +53,7 @@ def knn_accuracy(
     if groups.shape != (count,):
         raise ValueError(f"`groups` must have shape [M]=[{count}], got {tuple(groups.shape)}")
     if int(torch.unique(groups).numel()) < 2:
-        raise ValueError("k-NN needs samples of at least 2 groups (utterances)")
+        raise UndefinedScore("k-NN needs samples of at least 2 groups (utterances): every neighbour is excluded")
     x = features.to(torch.float64)
     x = (x - x.mean(0)) / x.std(0, correction=0).clamp_min(torch.finfo(torch.float64).tiny)
     labels = labels.to(features.device).long()

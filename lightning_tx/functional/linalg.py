@@ -15,6 +15,8 @@ def as_float64(features: Tensor) -> Tensor:
         return features
     if features.device.type != "cpu":
         return features.to(torch.float64)
+    if features.dtype not in (torch.float16, torch.float32):  # e.g. bfloat16, which numpy lacks
+        return features.detach().to(torch.float64)
     return torch.from_numpy(features.detach().contiguous().numpy().astype(np.float64))
 
 

@@ -40,6 +40,7 @@ from torch import Tensor
 from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 from lightning_tx.functional.linalg import as_float64, gram_matrix
 from lightning_tx.functional.validation import (
+    UndefinedScore,
     check_class_labels,
     check_classes_present,
     check_enough_frames,
@@ -174,6 +175,8 @@ def logme_from_statistics(
     # eigenvectors span (numerically) the null space, where F^T y has no component.
     cutoff = eigenvalues.max().clamp_min(0) * dim * torch.finfo(torch.float64).eps
     nonzero = eigenvalues > cutoff
+    if not bool(nonzero.any()):
+        raise UndefinedScore("the features are all zero: LogME has no evidence to compare (a dead layer?)")
     sigma = eigenvalues[nonzero]
     projected = eigenvectors[:, nonzero].T @ cross  # [k, C] = V_k^T B
     x2 = projected**2 / sigma.unsqueeze(1)
@@ -231,7 +234,7 @@ def standardized_class_statistics(stats: ClassStatistics) -> tuple[Tensor, Tenso
     variance = centred_gram.diagonal() / n
     keep = variance > variance.max().clamp_min(0) * torch.finfo(torch.float64).eps * 16
     if int(keep.sum()) == 0:
-        raise ValueError("every feature dimension is constant over the frames: nothing to score")
+        raise UndefinedScore("every feature dimension is constant over the frames: nothing to score")
     scale = variance[keep].sqrt()
     gram = centred_gram[keep][:, keep] / torch.outer(scale, scale)
     cross = (stats.class_sums[:, keep] - stats.class_counts.unsqueeze(1) * mean[keep]).T / scale.unsqueeze(1)

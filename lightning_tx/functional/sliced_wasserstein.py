@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.validation import check_features, check_labelled_frames
+from lightning_tx.functional.validation import UndefinedScore, check_features, check_labelled_frames
 
 
 def random_projections(
@@ -86,8 +86,12 @@ def sliced_wasserstein_from_projections(
     per_direction = wasserstein_1d(source, target, p)
     if normalize:
         spread = (source.to(torch.float64).var(0, correction=0) + target.to(torch.float64).var(0, correction=0)) / 2
-        scale = spread.sqrt().clamp_min(torch.finfo(torch.float64).tiny) ** p
-        per_direction = per_direction / scale
+        if not bool((spread > 0).all()):
+            raise UndefinedScore(
+                "the frames do not vary along some projection (constant features): the normalised distance, "
+                "in units of their spread, is undefined; use normalize=False"
+            )
+        per_direction = per_direction / spread.sqrt() ** p
     return per_direction.mean() ** (1.0 / p)
 
 
@@ -176,7 +180,7 @@ def class_sliced_wasserstein(
     labels = labels.to(features.device)
     present = [c for c in range(num_classes) if int((labels == c).sum()) >= 2]
     if len(present) < 2:
-        raise ValueError(f"need at least 2 classes with 2 or more frames, got {len(present)}")
+        raise UndefinedScore(f"class SWD needs at least 2 classes with 2 or more frames, got {len(present)}")
     groups = {c: projected[labels == c] for c in present}
     distances = [
         sliced_wasserstein_from_projections(groups[a], groups[b], p=p, normalize=True)
@@ -195,23 +199,31 @@ def grouped_sliced_wasserstein(
     p: float = 2,
     normalize: bool = False,
     min_frames: int = 2,
+    max_groups: int = 128,
 ) -> Tensor:
     """The median over groups of SW_p between projected frames ``[N, L]`` and ``[M, L]``.
 
     With ``source_groups`` given, group ``g`` compares the source frames of ``g`` with the
     target frames of ``g`` (e.g. groups = time steps: the paper's per-time-step TIH-SWD);
     without, every target group is compared with all source frames (e.g. groups = target
-    utterances). Groups with fewer than ``min_frames`` frames on a side are skipped.
+    utterances). Groups with fewer than ``min_frames`` frames on a side are skipped; of more
+    than ``max_groups`` groups, ``max_groups`` evenly spaced ones (in id order) are used, which
+    bounds the cost (a median is stable long before every utterance is in it).
 
     Returns:
         Scalar float64: the median of the per-group distances.
     """
     distances = []
-    for group in torch.unique(target_groups).tolist():
+    if source_groups is None:  # every group meets the same source frames: sort them once
+        source = source.to(torch.float64).sort(dim=0).values
+    groups = torch.unique(target_groups)
+    if groups.numel() > max_groups:
+        groups = groups[torch.linspace(0, groups.numel() - 1, max_groups).round().long()]
+    for group in groups.tolist():
         target_part = target[target_groups == group]
         source_part = source if source_groups is None else source[source_groups == group]
         if target_part.shape[0] >= min_frames and source_part.shape[0] >= min_frames:
             distances.append(sliced_wasserstein_from_projections(source_part, target_part, p=p, normalize=normalize))
     if not distances:
-        raise ValueError(f"no group has {min_frames} or more frames on both sides")
+        raise UndefinedScore(f"no group has {min_frames} or more frames on both sides")
     return torch.stack(distances).median()

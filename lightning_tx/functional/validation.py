@@ -6,6 +6,13 @@ import torch
 from torch import Tensor
 
 
+class UndefinedScore(ValueError):
+    """An estimator has no meaningful value on these frames (fewer frames than feature
+    dimensions, constant features, too few frames per class...); the message says why and
+    what to do. Called directly, the estimators raise it; the scoring engine reports the
+    score as NaN with this reason, and rankings put it last."""
+
+
 def check_features(features: Tensor, name: str = "features") -> None:
     """Raise if ``features`` is not a finite ``[N, D]`` floating tensor."""
     if not isinstance(features, Tensor):

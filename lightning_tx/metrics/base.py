@@ -38,6 +38,47 @@ class TransferabilityMetric(Metric):
             raise ValueError(f"`num_features` must be a positive int, got {num_features!r}")
         self.num_features = num_features
 
+    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
+        """Moves the states with the metric (``.to(device)``) but never changes their dtype:
+        the sufficient statistics are float64 by design, also when the metric (or the model
+        holding it) is cast to bfloat16 or float16."""
+
+        def keep_dtype(tensor: Tensor) -> Tensor:
+            moved = fn(tensor)
+            return moved.to(tensor.dtype) if isinstance(moved, Tensor) and moved.dtype != tensor.dtype else moved
+
+        return super()._apply(keep_dtype, exclude_state)
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot a score, or a sequence of scores (e.g. one per layer, or per step), with
+        torchmetrics' plotting helper (matplotlib); returns ``(figure, axes)``.
+
+        Example:
+            >>> import torch
+            >>> from lightning_tx.metrics import LogME
+            >>> metric = LogME(4, 2)
+            >>> metric.update(torch.randn(50, 4), torch.arange(50) % 2)
+            >>> figure, axes = metric.plot()
+        """
+        return self._plot(val, ax)
+
+    def merge_state(self, incoming_state: Any) -> None:
+        """Merge another metric's states (or a state dict) into this one; both must have been
+        built alike (same class, width and classes)."""
+        if isinstance(incoming_state, TransferabilityMetric):
+            mine = (type(self).__name__, self.num_features, getattr(self, "num_classes", None))
+            theirs = (
+                type(incoming_state).__name__,
+                incoming_state.num_features,
+                getattr(incoming_state, "num_classes", None),
+            )
+            if mine != theirs:
+                raise ValueError(
+                    f"cannot merge {theirs[0]}(num_features={theirs[1]}, num_classes={theirs[2]}) into "
+                    f"{mine[0]}(num_features={mine[1]}, num_classes={mine[2]}): build both metrics alike"
+                )
+        super().merge_state(incoming_state)
+
     def _frames(
         self,
         features: Tensor,

@@ -35,7 +35,7 @@ from lightning_tx.metrics.sample import (
 )
 from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
-STATISTICS, SAMPLE = "statistics", "sample"
+STATISTICS, SAMPLE, PROJECTIONS = "statistics", "sample", "projections"
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ class Estimator:
         higher_is_better: the direction of its scores.
         needs_labels: scores frames with their class labels.
         needs_source: compares the task's frames with source-domain frames.
-        shared: the accumulator it is computed from: ``"statistics"`` (class sums) or
-            ``"sample"`` (a labelled sample); None: it keeps its own metric.
+        shared: the accumulator it is computed from: ``"statistics"`` (class sums),
+            ``"sample"`` (a labelled sample) or ``"projections"`` (a
+            :class:`~lightning_tx.metrics.SlicedWasserstein`'s samples of both domains);
+            None: it keeps its own metric.
         from_shared: ``(accumulated, num_classes=C, **kwargs) -> scalar``.
         statistics: which optional sums it reads (``ClassStatisticsMetric`` flags).
         pooled: scored on segment means rather than frames.
@@ -86,8 +88,9 @@ def _sample_estimator(name: str, build: Callable[..., TransferabilityMetric], co
     return Estimator(name, build, True, shared=SAMPLE, from_shared=from_shared)
 
 
-# The default ensemble: one estimator of each family, all invariant to feature scale.
-ENSEMBLE_MEMBERS = ("pooled_logme_standardized", "pooled_halpha", "pooled_knn")
+# The ensemble: one estimator of each family (Bayesian evidence, discriminant ratio,
+# neighbours), each the family's best on average in docs/benchmark.md.
+ENSEMBLE_MEMBERS = ("pooled_logme", "pooled_halpha", "knn")
 
 _BASE = [
     _statistics_estimator("logme", lambda d, c, **kw: LogME(d, c, **kw), logme_from_class_statistics, {"gram"}),
@@ -113,22 +116,18 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in _BASE}
 for _estimator in _BASE:
     _name = f"pooled_{_estimator.name}"
     ESTIMATORS[_name] = replace(_estimator, name=_name, build=None, pooled=True)
-ESTIMATORS["sliced_wasserstein"] = Estimator(
-    "sliced_wasserstein",
-    lambda d, c, **kw: SlicedWasserstein(d, **kw),
-    False,
-    needs_labels=False,
-    needs_source=True,
-)
-ESTIMATORS["swd"] = ESTIMATORS["sliced_wasserstein"]
-for _reduction in ("time_steps", "utterances"):
-    ESTIMATORS[f"sliced_wasserstein_{_reduction}"] = Estimator(
-        f"sliced_wasserstein_{_reduction}",
+for _reduction in ("frames", "time_steps", "utterances"):
+    _name = "sliced_wasserstein" if _reduction == "frames" else f"sliced_wasserstein_{_reduction}"
+    ESTIMATORS[_name] = Estimator(
+        _name,
         lambda d, c, _r=_reduction, **kw: SlicedWasserstein(d, reduction=_r, **kw),
         False,
         needs_labels=False,
         needs_source=True,
+        shared=PROJECTIONS,
+        from_shared=lambda metric, num_classes=None, _r=_reduction, **kw: metric.distance(_r),
     )
+ESTIMATORS["swd"] = ESTIMATORS["sliced_wasserstein"]
 ESTIMATORS["ensemble"] = Estimator("ensemble", None, True, needs_labels=True, members=ENSEMBLE_MEMBERS)
 
 

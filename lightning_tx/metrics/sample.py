@@ -45,7 +45,7 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
     """
 
     def __init__(
-        self, num_features: int, num_classes: int, *, max_samples: int = 5000, seed: int = 0, **kwargs: Any
+        self, num_features: int, num_classes: int, *, max_samples: int = 2000, seed: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(num_features, num_classes, **kwargs)
         if not isinstance(max_samples, int) or max_samples < 2:

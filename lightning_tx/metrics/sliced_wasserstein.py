@@ -100,9 +100,11 @@ class SlicedWasserstein(TransferabilityMetric):
     def update(
         self,
         features: Tensor,
-        domain: str = "target",
+        targets: Tensor | None = None,
         lengths: Tensor | None = None,
         mask: Tensor | None = None,
+        *,
+        domain: str = "target",
         steps: Tensor | None = None,
         utterances: Tensor | None = None,
     ) -> None:
@@ -110,6 +112,8 @@ class SlicedWasserstein(TransferabilityMetric):
 
         Args:
             features: ``[N, D]`` frames or ``[B, T, D]`` padded frames.
+            targets: ignored (labels play no part in a distance between domains); there so
+                that the metric sits in a ``MetricCollection`` with the label-based ones.
             domain: ``"source"`` (audio like the encoder's training data) or ``"target"``
                 (the task's audio).
             lengths: ``[B]`` valid frames per utterance (padded input only).
@@ -165,6 +169,14 @@ class SlicedWasserstein(TransferabilityMetric):
         return projections[real], steps[real], utterances[real]
 
     def compute(self) -> Tensor:
+        return self.distance(self.reduction)
+
+    def distance(self, reduction: str) -> Tensor:
+        """The distance of the samples held now, compared as ``reduction`` says (one sample
+        serves every reduction: the scoring engine computes all three from it, inside
+        ``sync_context()`` under DDP)."""
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
         (source, source_steps, _), (target, target_steps, target_utterances) = (
             self._sample("source"),
             self._sample("target"),
@@ -175,11 +187,11 @@ class SlicedWasserstein(TransferabilityMetric):
                     f"{type(self).__name__} needs at least 2 {name} frames, got {sample.shape[0]}: "
                     f"call update(features, domain={name!r}) with {name}-domain audio"
                 )
-        if self.reduction == "time_steps":
+        if reduction == "time_steps":
             return grouped_sliced_wasserstein(
                 source, target, source_steps, target_steps, p=self.p, normalize=self.normalize
             )
-        if self.reduction == "utterances":
+        if reduction == "utterances":
             return grouped_sliced_wasserstein(
                 source, target, None, target_utterances, p=self.p, normalize=self.normalize
             )

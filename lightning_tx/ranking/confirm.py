@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +13,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lightning_tx.data.datamodule import SpeechDataModule
+from lightning_tx.finetune.cache import CachedFeatureDataModule
 from lightning_tx.finetune.module import FineTuneModule
 from lightning_tx.loggers import TxWandbLogger
 from lightning_tx.ranking.report import write_confirmation
@@ -36,6 +39,8 @@ class ConfirmSettings:
             e.g. one cluster job each; a later ``confirm`` without ``only`` collects them.
         max_epochs: epochs of each fine-tune.
         limit_train_batches: as the ``Trainer`` argument, for each fine-tune.
+        cache_features: with a ``mode="frozen"`` recipe, compute each candidate's frames once
+            and train the head on them (:class:`~lightning_tx.finetune.CachedFeatureDataModule`).
     """
 
     ranking: str
@@ -44,6 +49,7 @@ class ConfirmSettings:
     only: int | None = None
     max_epochs: int = 5
     limit_train_batches: float | int = 1.0
+    cache_features: bool = True
 
 
 def confirm_ranking(
@@ -67,16 +73,35 @@ def confirm_ranking(
     results_dir = run_dir / "confirm"
     results_dir.mkdir(parents=True, exist_ok=True)
     recipe = {k: v for k, v in model.hparams.items() if k not in ("encoder", "layer") and not k.startswith("_")}
-    group = slug(ranking_path.parent.name)
+    group = ranking.get("wandb_group") or slug(ranking_path.parent.name)
     selected = range(len(rows)) if settings.only is None else [settings.only]
+    files = [results_dir / result_name(row, recipe, settings) for row in rows]
     for i in selected:
-        result_file = results_dir / f"{i:03d}.json"
-        if not result_file.is_file():
-            _finetune_one(i, rows[i], recipe, datamodule, settings, result_file, run_dir, group, trainer_kwargs)
+        if not files[i].is_file():  # an identical fine-tune (candidate, layer, recipe) is reused
+            _finetune_one(i, rows[i], recipe, datamodule, settings, files[i], run_dir, group, trainer_kwargs)
     if settings.only is not None:
         return {}
-    runs = [json.loads((results_dir / f"{i:03d}.json").read_text()) for i in range(len(rows))]
+    runs = [json.loads(file.read_text()) for file in files]
     return _publish_confirmation(ranking, runs, run_dir, loggers)
+
+
+def _defined(statistics: dict[str, float]) -> dict[str, float | None]:
+    """Undefined statistics (fewer than 3 candidates, constant results) as None, never NaN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in statistics.items()}
+
+
+def result_name(row: dict[str, Any], recipe: dict[str, Any], settings: ConfirmSettings) -> str:
+    """The result file of one fine-tune: named by candidate, layer and a digest of the
+    encoder and the recipe (and epochs), so another recipe never reuses these results."""
+    what = {
+        "encoder": row["encoder"],
+        "layer": row["layer"],
+        "recipe": recipe,
+        "max_epochs": settings.max_epochs,
+        "limit_train_batches": settings.limit_train_batches,
+    }
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{slug(row['candidate'])}-L{row['layer']}-{digest}.json"
 
 
 def _finetune_one(
@@ -97,7 +122,20 @@ def _finetune_one(
     run_root = run_dir / "confirm" / slug(name)
     loggers = [
         CSVLogger(str(run_root), name="csv"),
-        TxWandbLogger(save_dir=str(run_dir), group=group, job_type="confirm", name=slug(name)),
+        TxWandbLogger(
+            save_dir=str(run_dir),
+            group=group,
+            job_type="finetune",
+            name=slug(name),
+            config={
+                "candidate": row["candidate"],
+                "layer": row["layer"],
+                "encoder": row["encoder"],
+                "scores": row["scores"],
+                "recipe": recipe,
+                "max_epochs": settings.max_epochs,
+            },
+        ),
     ]
     trainer = L.Trainer(
         **{k: v for k, v in trainer_kwargs.items() if k in TRAINER_KEYS},
@@ -109,8 +147,11 @@ def _finetune_one(
         default_root_dir=str(run_root),
         num_sanity_val_steps=0,
     )
-    data = datamodule.at_sample_rate(encoder.sample_rate)
     started = time.perf_counter()
+    if recipe.get("mode", "frozen") == "frozen" and settings.cache_features:  # the encoder runs once, not per epoch
+        data = CachedFeatureDataModule(datamodule, encoder, row["layer"])
+    else:
+        data = datamodule.at_sample_rate(encoder.sample_rate)
     trainer.fit(module, datamodule=data)
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     seconds = time.perf_counter() - started
@@ -141,22 +182,38 @@ def _finetune_one(
 def _publish_confirmation(ranking: dict, runs: list[dict], run_dir: Path, loggers: list[Logger]) -> dict[str, Any]:
     estimators = ranking["estimators"]
     results = [r["result"] if r["result_higher_is_better"] else -r["result"] for r in runs]
+    if len(runs) < 3:
+        rank_zero_warn(
+            f"only {len(runs)} fine-tuned candidates: rank correlations need at least 3 (use --top_k 3 or "
+            "--all true); reporting the results and top-1 regret alone"
+        )
     report = {
         "ranking": ranking.get("manifest"),
         "estimators": estimators,
         "result_metric": runs[0]["result_metric"],
         "runs": runs,
         "agreement": {
-            e: rank_agreement([r["scores"][e] for r in runs], results, higher_is_better=ranking["higher_is_better"][e])
+            e: _defined(
+                rank_agreement([r["scores"][e] for r in runs], results, higher_is_better=ranking["higher_is_better"][e])
+            )
             for e in estimators
         },
         "finetune_seconds": sum(r["seconds"] for r in runs),
     }
     paths = write_confirmation(run_dir, report)
-    flat = {f"confirm/{e}/{k}": v for e, a in report["agreement"].items() for k, v in a.items()}
+    flat = {f"confirm/{e}/{k}": v for e, a in report["agreement"].items() for k, v in a.items() if v is not None}
+    metric = report["result_metric"]
+    columns = ["candidate", "layer", *estimators, metric]
+    data = [[r["candidate"], r["layer"], *(r["scores"][e] for e in estimators), r["result"]] for r in runs]
     for logger in loggers:
         logger.log_metrics(flat)
         if isinstance(logger, WandbLogger):
+            import wandb
+
+            table = wandb.Table(columns=columns, data=data)
+            charts = {f"confirm/{e}_vs_{metric}": wandb.plot.scatter(table, e, metric, title=f"{e} vs {metric}")
+                      for e in estimators}  # fmt: skip
+            logger.experiment.log({"confirm/table": table, **charts})
             logger.experiment.summary.update(flat)
         logger.save()
     rank_zero_info("\n" + paths["md"].read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_tx.encoders import encoder_from_spec
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.metrics.registry import get_estimator
 from lightning_tx.scoring import FRAME_LABEL_SOURCES, EncoderFrames, ScoringSession, TaskLabels, expand_estimators
@@ -19,14 +20,20 @@ class Candidate:
     """An encoder to score, and which of its layers (default: all).
 
     Attributes:
-        encoder: any :class:`~lightning_tx.encoders.FrozenEncoder` (``class_path``/``init_args`` in YAML).
+        encoder: any :class:`~lightning_tx.encoders.FrozenEncoder` (``class_path``/``init_args`` in YAML)
+            or a spec string of :func:`~lightning_tx.encoders.encoder_from_spec` (``"hf:<id or path>"``,
+            ``"fbank"``, ``"mfcc"``, ``"conformer:<state dict>"``, ``"torchaudio:<builder>[:<state dict>]"``).
         name: shown in rankings (default: derived from the encoder).
         layers: layer indices to score (negative counts from the end).
     """
 
-    encoder: FrozenEncoder
+    encoder: FrozenEncoder | str
     name: str | None = None
     layers: list[int] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, str):  # a spec string: "fbank", "hf:<id or path>", ...
+            self.encoder = encoder_from_spec(self.encoder)
 
     def display_name(self) -> str:
         if self.name:

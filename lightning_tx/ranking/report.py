@@ -13,16 +13,23 @@ from lightning_tx.metrics.registry import get_estimator
 
 
 def sort_rows(rows: list[dict[str, Any]], estimator: str) -> list[dict[str, Any]]:
-    """Rows ordered best first by ``estimator`` (its direction respected), with ``rank`` set."""
+    """Rows ordered best first by ``estimator`` (its direction respected), with ``rank`` set;
+    rows whose score is undefined (NaN) come last, in their original order."""
     sign = -1.0 if get_estimator(estimator).higher_is_better else 1.0
-    ordered = sorted(rows, key=lambda row: sign * row["scores"][estimator])
+
+    def key(row: dict[str, Any]) -> tuple[bool, float]:
+        value = row["scores"][estimator]
+        undefined = value is None or math.isnan(value)
+        return undefined, 0.0 if undefined else sign * value
+
+    ordered = sorted(rows, key=key)
     for rank, row in enumerate(ordered, 1):
         row["rank"] = rank
     return ordered
 
 
-def _fmt(value: float) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def ranking_markdown(ranking: dict[str, Any]) -> str:
@@ -31,9 +38,13 @@ def ranking_markdown(ranking: dict[str, Any]) -> str:
         f"| rank | candidate | layer | {' | '.join(estimators)} | seconds |",
         "|---:|---|---:|" + "---:|" * len(estimators) + "---:|",
     ]
+    notes = []
     for row in ranking["rows"]:
         scores = " | ".join(_fmt(row["scores"][e]) for e in estimators)
         lines.append(f"| {row['rank']} | {row['candidate']} | {row['layer']} | {scores} | {row['seconds']:.1f} |")
+        notes += [f"- {row['candidate']} / L{row['layer']}, {e}: {why}" for e, why in row.get("undefined", {}).items()]
+    if notes:
+        lines += ["", "Undefined scores (ranked last):", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -64,6 +75,9 @@ def write_ranking(run_dir: str | os.PathLike, ranking: dict[str, Any]) -> dict[s
 
 
 def _bar_chart(path: Path, ranking: dict[str, Any]) -> None:
+    """One panel per estimator: a bar per row, its length the row's margin over the worst
+    row (in the estimator's better direction), so the best row has the longest bar whatever
+    the sign of the scores; the value is printed on each bar; undefined scores say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,14 +86,24 @@ def _bar_chart(path: Path, ranking: dict[str, Any]) -> None:
     estimators = ranking["estimators"]
     rows = ranking["rows"]
     labels = [f"{r['candidate']} / L{r['layer']}" for r in rows]
-    fig, axes = plt.subplots(1, len(estimators), figsize=(4 * len(estimators), 0.35 * len(rows) + 1.5), squeeze=False)
+    height = 0.32 * len(rows) + 1.6
+    fig, axes = plt.subplots(1, len(estimators), figsize=(3.6 * len(estimators) + 2.4, height), squeeze=False)
     for ax, estimator in zip(axes[0], estimators, strict=True):
+        sign = 1.0 if get_estimator(estimator).higher_is_better else -1.0
         values = [r["scores"][estimator] for r in rows]
-        ax.barh(range(len(rows)), values, color="tab:blue")
+        finite = [sign * v for v in values if v is not None and math.isfinite(v)]
+        worst, best = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        floor = worst - 0.05 * ((best - worst) or 1.0)  # the worst row still gets a visible bar
+        lengths = [sign * v - floor if v is not None and math.isfinite(v) else 0.0 for v in values]
+        ax.barh(range(len(rows)), lengths, color="tab:blue")
+        for y, (value, length) in enumerate(zip(values, lengths, strict=True)):
+            ax.text(length, y, f" {_fmt(value)}" if length else " undefined", va="center", fontsize=7)
         ax.set_yticks(range(len(rows)), labels if ax is axes[0][0] else [""] * len(rows), fontsize=8)
+        ax.set_xticks([])
+        ax.set_xlim(0, max(lengths + [1e-12]) * 1.35)
         ax.invert_yaxis()
-        direction = "higher" if get_estimator(estimator).higher_is_better else "lower"
-        ax.set_title(f"{estimator} ({direction} is better)", fontsize=9)
+        direction = "higher" if sign > 0 else "lower"
+        ax.set_title(f"{estimator}\n({direction} is better; bar = margin over the worst)", fontsize=8)
     fig.suptitle(f"ranking by {estimators[0]}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -118,17 +142,24 @@ def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> di
         )
     paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     estimators = report["estimators"]
-    fig, axes = plt.subplots(1, len(estimators), figsize=(4 * len(estimators), 3.5), squeeze=False)
+    columns = min(3, len(estimators))
+    rows = math.ceil(len(estimators) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
     results = [run["result"] for run in report["runs"]]
-    for ax, estimator in zip(axes[0], estimators, strict=True):
+    for ax in axes.flat[len(estimators) :]:
+        ax.axis("off")
+    for ax, estimator in zip(axes.flat, estimators, strict=False):
         scores = [run["scores"][estimator] for run in report["runs"]]
-        ax.scatter(scores, results)
-        for run, x, y in zip(report["runs"], scores, results, strict=True):
-            ax.annotate(f"{run['candidate']}/L{run['layer']}", (x, y), fontsize=6)
+        ax.scatter(scores, results, s=16)
+        ax.margins(0.2)  # room for the labels inside the axes
+        for i, (run, x, y) in enumerate(zip(report["runs"], scores, results, strict=True)):
+            offset = (4, 4 + 7 * (i % 3) - 7)  # stagger neighbours' labels
+            ax.annotate(f"{run['candidate']}/L{run['layer']}", (x, y), xytext=offset, textcoords="offset points",
+                        fontsize=6)  # fmt: skip
         rho = report["agreement"][estimator]["spearman_rho"]
         ax.set_xlabel(estimator)
         ax.set_ylabel(metric)
-        ax.set_title(f"Spearman rho = {_fmt(rho)}", fontsize=9)
+        ax.set_title(f"Spearman rho = {_fmt(rho)}" if rho is not None else "rho: n/a (fewer than 3)", fontsize=9)
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=100)
     plt.close(fig)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lightning_tx.data.datamodule import SpeechDataModule
@@ -87,6 +88,7 @@ class TxTrainer(L.Trainer):
                         "layer": layer,
                         "encoder": spec,
                         "scores": {e: results[e][layer] for e in results},
+                        "undefined": {e: r[layer] for e, r in session.reasons.items() if layer in r},
                         "seconds": seconds,
                         "frame_rate": candidate.encoder.frame_rate,
                     }
@@ -103,6 +105,9 @@ class TxTrainer(L.Trainer):
             "split": split,
             "limit_batches": model.limit_batches,
             "manifest": str(datamodule.manifest or datamodule.folder),
+            "wandb_group": next(
+                (lg._wandb_init.get("group") for lg in self.loggers if isinstance(lg, WandbLogger)), None
+            ),
             "rows": sort_rows(rows, primary),
         }
         self._publish_ranking(ranking)
@@ -125,6 +130,7 @@ class TxTrainer(L.Trainer):
         only: int | None = None,
         max_epochs: int = 5,
         limit_train_batches: float | int = 1.0,
+        cache_features: bool = True,
     ) -> dict[str, Any]:
         """Fine-tune the best-ranked candidates with one recipe and check the ranking.
 
@@ -132,8 +138,8 @@ class TxTrainer(L.Trainer):
             model: the recipe: a :class:`FineTuneModule` whose settings (task, mode, learning
                 rates) every fine-tune uses; its own encoder, if any, is ignored.
             datamodule: the task's data (train/val for fine-tuning, test for the result).
-            ranking, top_k, all, only, max_epochs, limit_train_batches: see
+            ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features: see
                 :class:`~lightning_tx.ranking.confirm.ConfirmSettings`.
         """
-        settings = ConfirmSettings(ranking, top_k, all, only, max_epochs, limit_train_batches)
+        settings = ConfirmSettings(ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features)
         return confirm_ranking(model, datamodule, settings, self.run_dir, self._init_kwargs, self.loggers)

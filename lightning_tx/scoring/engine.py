@@ -99,6 +99,11 @@ class ScoringSession:
             raise ValueError("no batches were scored: the data to score is empty")
         return self.scorer.compute()
 
+    @property
+    def reasons(self) -> dict[str, dict[int, str]]:
+        """Why some scores are NaN (after :meth:`compute`): ``{estimator: {layer: reason}}``."""
+        return getattr(self.scorer, "reasons", {})
+
 
 def limited(batches: Iterable, limit_batches: int | float | None) -> Iterable:
     """``batches`` capped at ``limit_batches``, unless a :class:`ScoringSampler` already chose them."""

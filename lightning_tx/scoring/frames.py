@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from lightning_tx.encoders import encoder_from_spec
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.functional.frames import lengths_to_mask
 from lightning_tx.scoring.labels import TaskLabels
@@ -55,6 +56,15 @@ class EncoderFrames:
         self.layer_dims = list(encoder.layer_dims) if hasattr(encoder, "layer_dims") else None
 
     def __call__(self, batch: dict, labelled: bool = True) -> BatchFrames:
+        shortest = getattr(self.encoder, "min_samples", 1)
+        short = [i for i, n in enumerate(batch["lengths"].tolist()) if n < shortest]
+        if short:
+            paths = batch.get("paths") or [f"utterance {i} of the batch" for i in range(len(batch["lengths"]))]
+            raise ValueError(
+                f"{paths[short[0]]} has {int(batch['lengths'][short[0]])} samples, fewer than "
+                f"{type(self.encoder).__name__} needs ({shortest}); remove such files from the data"
+                + (f" ({len(short) - 1} more in this batch)" if len(short) > 1 else "")
+            )
         output = self.encoder(batch["waveforms"], batch["lengths"])
         steps = output.hidden_states[0].shape[1]
         frame_lengths = output.frame_lengths.to(output.hidden_states[0].device)
@@ -108,6 +118,8 @@ def module_frames(module: Any, encoder: Any = None, labels: TaskLabels | None = 
     if hasattr(module, "transfer_features"):
         return ModuleFrames(module)
     encoder = encoder if encoder is not None else getattr(module, "transfer_encoder", None)
+    if isinstance(encoder, str):  # a spec string: "fbank", "hf:<id or path>", ...
+        encoder = encoder_from_spec(encoder)
     if encoder is None:
         raise AttributeError(
             "no frames to score: give the callback `encoder=`, or give the LightningModule a "

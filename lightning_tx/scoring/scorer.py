@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +12,11 @@ from torch import Tensor
 
 from lightning_tx.functional.frames import segment_means
 from lightning_tx.functional.linalg import as_float64
+from lightning_tx.functional.validation import UndefinedScore
 from lightning_tx.metrics.class_statistics import ClassStatisticsMetric
-from lightning_tx.metrics.registry import SAMPLE, STATISTICS, Estimator, build_metric, get_estimator
+from lightning_tx.metrics.registry import PROJECTIONS, SAMPLE, STATISTICS, Estimator, build_metric, get_estimator
 from lightning_tx.metrics.sample import LabelledSampleMetric
+from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
 
 def expand_estimators(names: Sequence[str]) -> list[str]:
@@ -32,7 +36,8 @@ class LayerScorer:
     frames or pooled segments): a :class:`~lightning_tx.metrics.ClassStatisticsMetric` holding
     the union of the sums LogME, H-score, H_alpha and GBC read (so the ``[D, D]`` Gram matrix
     is accumulated once per layer), a :class:`~lightning_tx.metrics.LabelledSampleMetric`
-    for k-NN and class SWD. The others (sliced Wasserstein) keep one metric per layer.
+    for k-NN and class SWD, a :class:`~lightning_tx.metrics.SlicedWasserstein` whose samples of
+    both domains serve the three TIH-SWD forms. Any other estimator keeps its own metric.
     Metrics live here, never in a LightningModule, so precision plugins never cast their
     float64 states. :meth:`compute` is collective under DDP: every rank must call it.
     ``ensemble`` is not computed here (it ranks candidates against each other): its members are.
@@ -44,7 +49,7 @@ class LayerScorer:
         layers: the layers to score (negative indices count from the end; default: all).
         metric_kwargs: per-estimator keyword arguments, e.g.
             ``{"gbc": {"gaussian_type": "spherical"}, "sliced_wasserstein": {"max_samples": 5000}}``;
-            ``"sample"`` configures the shared labelled sample (``{"max_samples": 5000}``).
+            ``"sample"`` configures the shared labelled sample (``{"max_samples": 2000}``).
     """
 
     def __init__(
@@ -99,6 +104,8 @@ class LayerScorer:
             return ClassStatisticsMetric(dim, self.num_classes, **flags)
         if kind == SAMPLE:
             return LabelledSampleMetric(dim, self.num_classes, **self.metric_kwargs.get("sample", {}))
+        if kind == PROJECTIONS:  # one sample of projected frames serves every TIH-SWD form
+            return SlicedWasserstein(dim, **self.metric_kwargs.get("sliced_wasserstein", {}))
         raise ValueError(f"unknown accumulator {kind!r}")
 
     def to(self, device: torch.device | str) -> LayerScorer:
@@ -127,7 +134,9 @@ class LayerScorer:
             for (kind, pooled), _ in self.shared.items():
                 vectors, vector_labels, groups = levels[pooled]
                 accumulator = self.accumulators[(kind, pooled, layer)]
-                if kind == SAMPLE:
+                if kind == PROJECTIONS:
+                    accumulator.update(frames, domain="target", steps=steps, utterances=rows)
+                elif kind == SAMPLE:
                     accumulator.update(vectors, vector_labels, groups=groups)
                 else:
                     accumulator.update(vectors, vector_labels)
@@ -141,25 +150,46 @@ class LayerScorer:
     def update_source(self, hidden_states: Sequence[Tensor], mask: Tensor) -> None:
         """Add one batch of source-domain frames (for the estimators that compare domains)."""
         sources = [n for n in self.separate if get_estimator(n).needs_source]
-        for layer in self.layers if sources else []:
+        shared = [key for key in self.accumulators if key[0] == PROJECTIONS]
+        for layer in self.layers if sources or shared else []:
             hidden = hidden_states[layer]
             valid = mask.to(hidden.device)
             rows, steps = torch.nonzero(valid).unbind(1)
             frames = as_float64(hidden[valid])
-            for name in sources:
-                self.metrics[(layer, name)].update(frames, domain="source", steps=steps, utterances=rows)
+            metrics = [self.metrics[(layer, name)] for name in sources]
+            metrics += [self.accumulators[key] for key in shared if key[2] == layer]
+            for metric in metrics:
+                metric.update(frames, domain="source", steps=steps, utterances=rows)
 
     def compute(self) -> dict[str, dict[int, float]]:
-        """``{estimator: {layer: score}}`` (collective)."""
+        """``{estimator: {layer: score}}`` (collective). A score the estimator cannot define on
+        these frames (:class:`~lightning_tx.functional.UndefinedScore`) is NaN, with the reason
+        in :attr:`reasons` (``{estimator: {layer: reason}}``)."""
         results: dict[str, dict[int, float]] = {name: {} for name in self.estimators}
+        self.reasons: dict[str, dict[int, str]] = {}
+
+        def record(name: str, layer: int, compute) -> None:
+            try:
+                results[name][layer] = float(compute())
+            except UndefinedScore as error:
+                results[name][layer] = math.nan
+                self.reasons.setdefault(name, {})[layer] = str(error)
+
         for (kind, pooled, layer), accumulator in self.accumulators.items():
-            accumulated = accumulator.compute()
-            for name in self.shared[(kind, pooled)]:
-                kwargs = self.metric_kwargs.get(name, {})
-                value = get_estimator(name).from_shared(accumulated, num_classes=self.num_classes, **kwargs)
-                results[name][layer] = float(value)
+            # Sums and labelled samples are what compute() returns; the projections' samples
+            # are read from the metric itself while its states are synced across processes.
+            with accumulator.sync_context() if kind == PROJECTIONS else contextlib.nullcontext():
+                accumulated = accumulator if kind == PROJECTIONS else accumulator.compute()
+                for name in self.shared[(kind, pooled)]:
+                    kwargs = {} if kind == PROJECTIONS else self.metric_kwargs.get(name, {})
+                    compute = get_estimator(name).from_shared
+                    record(
+                        name,
+                        layer,
+                        lambda c=compute, a=accumulated, kw=kwargs: c(a, num_classes=self.num_classes, **kw),
+                    )
         for (layer, name), metric in self.metrics.items():
-            results[name][layer] = float(metric.compute())
+            record(name, layer, metric.compute)
         return {name: dict(sorted(scores.items())) for name, scores in results.items()}
 
     def reset(self) -> None:
