@@ -1,6 +1,7 @@
 """The ready-to-compose callback configs of callbacks/ in a user's own LightningCLI script."""
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -44,8 +45,8 @@ def _fit(workdir, *configs, extra=()):
 @pytest.mark.slow
 def test_callback_config_composes_with_a_users_config(workdir):
     row = _fit(workdir, "transferability.yaml")
-    for estimator in ("logme", "hscore", "gbc"):
-        assert float(row[f"transfer/{estimator}/layer_0"]) == float(row[f"transfer/{estimator}/layer_0"])
+    for estimator in ("pooled_logme", "logme", "halpha"):
+        assert math.isfinite(float(row[f"transfer/{estimator}/layer_0"])), estimator
 
 
 @pytest.mark.slow

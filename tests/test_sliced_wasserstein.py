@@ -159,3 +159,23 @@ def test_time_step_and_utterance_variants_equal_their_definitions():
         metric.update(source[3:], domain="source", lengths=source_lengths[3:])
         metric.update(target, domain="target", lengths=target_lengths)
         assert float(metric.compute()) == pytest.approx(float(torch.tensor(expected).median()), rel=1e-9)
+
+
+def test_forward_and_metric_collection():
+    """forward() on one domain's batch returns NaN and accumulates it; in a MetricCollection
+    the metric takes the label metrics' arguments (targets ignored, the task's domain)."""
+    from torchmetrics import MetricCollection
+
+    from lightning_tx.metrics import LogME, SlicedWasserstein
+
+    g = torch.Generator().manual_seed(0)
+    target, source = torch.randn(40, 4, generator=g), torch.randn(30, 4, generator=g) + 1
+    metric = SlicedWasserstein(4)
+    assert torch.isnan(metric(target[:20]))
+    metric(target[20:])
+    metric.update(source, domain="source")
+    assert float(metric.compute()) == pytest.approx(float(sliced_wasserstein(source, target, normalize=True)))
+    collection = MetricCollection({"logme": LogME(4, 2), "swd": SlicedWasserstein(4)})
+    collection.update(target, torch.arange(40) % 2)
+    collection["swd"].update(source, domain="source")
+    assert set(collection.compute()) == {"logme", "swd"}

@@ -62,7 +62,7 @@ class TransferabilityCallback(Callback):
 
     def __init__(
         self,
-        estimators: Sequence[str] = ("logme",),
+        estimators: Sequence[str] = ("pooled_logme",),
         *,
         source: str | os.PathLike | Any | None = None,
         limit_batches: int | float | None = None,

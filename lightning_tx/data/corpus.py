@@ -149,6 +149,14 @@ def _synthesize_job(job: dict) -> dict:
     }
 
 
+def _synthesize_speaker(jobs: list[dict]) -> list[dict]:
+    """One speaker's utterances, in order, in a process of their own: eSpeak NG carries
+    internal state from one utterance to the next (even across re-initialisation), so an
+    utterance's waveform depends on what its process spoke before. A fresh process per
+    speaker makes every file depend only on the corpus settings, not on scheduling."""
+    return [_synthesize_job(job) for job in jobs]
+
+
 def build_corpus(
     out: str | os.PathLike,
     *,
@@ -211,12 +219,17 @@ def build_corpus(
     workers = workers or min(2, os.cpu_count() or 1)
     start = time.perf_counter()
     rows = []
-    # "spawn": forking a process that already runs threads (torch, a W&B service) can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for i, row in enumerate(pool.map(_synthesize_job, jobs, chunksize=16), 1):
-            rows.append(row)
-            if progress and (i % 100 == 0 or i == len(jobs)):
-                print(f"\rsynthesized {i}/{len(jobs)} utterances", end="", flush=True)
+    shards: dict[str, list[dict]] = {}
+    for job in jobs:
+        shards.setdefault(job["speaker"], []).append(job)
+    # "spawn": forking a process that already runs threads (torch, a W&B service) can deadlock;
+    # one task per child: each speaker starts from eSpeak NG's initial state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+        for rows_of_speaker in pool.map(_synthesize_speaker, shards.values()):
+            rows += rows_of_speaker
+            if progress:
+                print(f"\rsynthesized {len(rows)}/{len(jobs)} utterances", end="", flush=True)
     if progress:
         print(f" in {time.perf_counter() - start:.1f} s")
     manifest = root / "manifest.csv"

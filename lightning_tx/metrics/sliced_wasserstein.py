@@ -38,6 +38,10 @@ class SlicedWasserstein(TransferabilityMetric):
     64-dim Gaussians, with 2,000 kept frames of 20,000, the normalised distance is within
     0.05 of the one on all frames). Memory: ``2 * max_samples * (L + 3)`` values, preallocated.
 
+    In a ``MetricCollection`` it takes the label metrics' arguments (``update(features,
+    targets, ...)``, targets ignored) and counts as target-domain audio; ``forward()`` on a
+    batch of one domain returns NaN (a distance needs both) and accumulates the batch.
+
     ``reduction`` picks how frames are compared (TIH treats every frame as a sample):
 
     - ``"frames"``: all source frames against all target frames (the default);
@@ -181,6 +185,10 @@ class SlicedWasserstein(TransferabilityMetric):
             self._sample("source"),
             self._sample("target"),
         )
+        if min(source.shape[0], target.shape[0]) < 2 and not self._should_unsync:
+            # Inside forward(): the batch alone holds one domain, so it has no distance of its own
+            # (NaN); the batch is still added to the accumulated samples that compute() compares.
+            return torch.tensor(float("nan"), dtype=torch.float64, device=source.device)
         for name, sample in (("source", source), ("target", target)):
             if sample.shape[0] < 2:
                 raise ValueError(
