@@ -10,7 +10,7 @@ number of threads; pre-training, scoring and fine-tuning are seeded):
    smaller model), a wav2vec2-style convolutional transformer on raw audio (CTC), untrained
    models, and fbank / MFCC.
 3. **Tasks** on held-out voices: 24 words with minimal pairs; keywords in noise and
-   reverberation (SNR 10, 5, 0 dB); Spanish keywords (a language no model was trained on);
+   reverberation (SNR 10, 5, 0 dB); Spanish keywords (a language no model was trained on, held-out voices);
    few-shot keywords (5 and 20 per class); phone recognition (CTC); speaker identification
    (20 speakers, 2 training utterances each).
 4. **Scores**: every estimator, every layer of every candidate, one frozen pass each (TIH-SWD
@@ -293,23 +293,28 @@ def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
     heldout_voices = sorted(heldout)
     val_voice, test_voice = heldout_voices[-2], heldout_voices[-1]  # whole voices held out for val/test
 
-    def by_voice(selected: list[dict], per_class_train: int | None = None) -> list[dict]:
-        train = [r for r in selected if r["speaker"] not in (val_voice, test_voice)]
+    def by_voice(selected: list[dict], per_class_train: int | None = None, voices=(val_voice, test_voice)):
+        """Train on some voices; validate on one held-out voice and test on another."""
+        val, test = voices
+        train = [r for r in selected if r["speaker"] not in (val, test)]
         if per_class_train is not None:
             train = _split(train, lambda r: r["label"], per_class_train, 0, 0)
         return [
             *({**r, "split": "train"} for r in train),
-            *({**r, "split": "val"} for r in selected if r["speaker"] == val_voice),
-            *({**r, "split": "test"} for r in selected if r["speaker"] == test_voice),
+            *({**r, "split": "val"} for r in selected if r["speaker"] == val),
+            *({**r, "split": "test"} for r in selected if r["speaker"] == test),
         ]
+
+    spanish = [r for r in rows if r["language"] == "es"]
+    spanish_voices = sorted({r["speaker"] for r in spanish})
 
     folder = work / "tasks"
     specs = {
         "minimal-pairs": (lambda: by_voice(en), "24 English words, 12 of them minimal pairs (bad/bed, ship/sheep)"),
         "noisy": (lambda: by_voice(keywords), "12 English keywords in reverberation and pink noise (SNR 10/5/0 dB)"),
         "spanish": (
-            lambda: _split([r for r in rows if r["language"] == "es"], lambda r: (r["speaker"], r["label"]), 1, 1, 1),
-            "12 Spanish keywords: a language no model was pre-trained on",
+            lambda: by_voice(spanish, voices=tuple(spanish_voices[-2:])),
+            "12 Spanish keywords: a language no model was pre-trained on, voices held out for val and test",
         ),
         "few-shot-5": (lambda: by_voice(keywords, 5), "12 English keywords, 5 training utterances per class"),
         "few-shot-20": (lambda: by_voice(keywords, 20), "12 English keywords, 20 training utterances per class"),

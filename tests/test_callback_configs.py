@@ -45,7 +45,7 @@ def _fit(workdir, *configs, extra=()):
 @pytest.mark.slow
 def test_callback_config_composes_with_a_users_config(workdir):
     row = _fit(workdir, "transferability.yaml")
-    for estimator in ("pooled_logme", "logme", "halpha"):
+    for estimator in ("pooled_logme_standardized", "logme", "halpha"):
         assert math.isfinite(float(row[f"transfer/{estimator}/layer_0"])), estimator
 
 

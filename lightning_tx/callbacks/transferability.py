@@ -15,9 +15,9 @@ from lightning_tx.scoring import (
     FRAME_LABEL_SOURCES,
     Results,
     TaskLabels,
+    add_layer_ensemble,
     best_layer,
     expand_estimators,
-    rank_average,
     score_module,
 )
 from lightning_tx.scoring.publish import publish_scores
@@ -62,7 +62,7 @@ class TransferabilityCallback(Callback):
 
     def __init__(
         self,
-        estimators: Sequence[str] = ("pooled_logme",),
+        estimators: Sequence[str] = ("pooled_logme_standardized",),
         *,
         source: str | os.PathLike | Any | None = None,
         limit_batches: int | float | None = None,
@@ -156,11 +156,7 @@ class TransferabilityCallback(Callback):
             progress=trainer.is_global_zero and trainer.progress_bar_callback is not None,
         )
         self.results = {**(self.results or {}), **results}
-        if "ensemble" in self.estimators:  # the rank average over this model's layers
-            members = get_estimator("ensemble").members
-            layers = sorted(self.results[members[0]])
-            ranks = rank_average([{m: self.results[m][k] for m in members} for k in layers], members)
-            self.results["ensemble"] = dict(zip(layers, ranks, strict=True))
+        add_layer_ensemble(self.results, self.estimators)  # ranks this model's layers
         self.best_layer = best_layer(self.results, self.estimators[0])
         return self.results
 
