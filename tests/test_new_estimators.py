@@ -15,7 +15,7 @@ from lightning_tx.functional import (
     segment_means,
 )
 from lightning_tx.metrics import KNNAccuracy, LogME, build_metric
-from lightning_tx.scoring import LayerScorer, rank_average
+from lightning_tx.scoring import LayerScorer, add_layer_ensemble, rank_average
 
 
 @pytest.mark.parametrize(("n", "d", "c"), [(600, 12, 3), (1500, 40, 6)])
@@ -116,6 +116,19 @@ def test_rank_average_ensemble():
     ]
     assert rank_average(rows, ["logme", "gbc"]) == pytest.approx([0.25, 1.0, 0.25])
     assert rank_average(rows, ["sliced_wasserstein"]) == pytest.approx([0.5, 0.0, 1.0])  # lower is better
+
+
+def test_layer_ensemble_ranks_one_models_layers():
+    # members: pooled_logme, pooled_halpha, knn (all higher is better)
+    results = {
+        "pooled_logme": {0: 0.1, 1: 0.5, 2: 0.3},
+        "pooled_halpha": {0: 1.0, 1: 3.0, 2: 2.0},
+        "knn": {0: 0.2, 1: 0.4, 2: 0.9},
+    }
+    add_layer_ensemble(results, ["pooled_logme"])
+    assert "ensemble" not in results
+    add_layer_ensemble(results, ["ensemble", "pooled_logme", "pooled_halpha", "knn"])
+    assert results["ensemble"] == pytest.approx({0: 0.0, 1: 5 / 6, 2: 4 / 6})
 
 
 def test_pooled_estimators_are_engine_only():

@@ -31,6 +31,24 @@ def test_default_directions_are_pots_for_the_seed():
     assert float(sliced_wasserstein(source, target)) == pytest.approx(float(expected), rel=1e-10)
 
 
+@pytest.mark.parametrize("m", [300, 301])  # equal sizes take a shortcut
+def test_float32_frames_match_pot_on_float64(m):
+    g = torch.Generator().manual_seed(3)
+    source, target = torch.randn(300, 24, generator=g), torch.randn(m, 24, generator=g) * 2 + 1
+    ours = sliced_wasserstein(source, target, num_projections=20)
+    expected = ot.sliced_wasserstein_distance(source.double().numpy(), target.double().numpy(), n_projections=20,
+                                              seed=42)  # fmt: skip
+    assert float(ours) == pytest.approx(float(expected), rel=1e-7)  # float32 products
+    exact = sliced_wasserstein(source.double(), target.double(), num_projections=20)
+    assert float(exact) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_gradients_flow_through_the_torch_sort():
+    source = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
+    sliced_wasserstein(source, torch.randn(30, 5, dtype=torch.float64)).backward()
+    assert source.grad is not None and bool(source.grad.abs().sum() > 0)
+
+
 def test_wasserstein_1d_matches_scipy_with_unequal_sizes():
     g = torch.Generator().manual_seed(1)
     u, v = torch.randn(37, 3, generator=g), torch.rand(91, 3, generator=g) * 3

@@ -63,16 +63,16 @@ def class_statistics(
     """The sums of :class:`ClassStatistics` for ``[N, D]`` features and ``[N]`` class ids."""
     features = as_float64(features)
     labels = labels.to(features.device).long()
-    dim = features.shape[1]
     counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
-    sums = features.new_zeros(num_classes, dim).index_add_(0, labels, features)
+    sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
     stats = ClassStatistics(class_counts=counts, class_sums=sums)
+    squares = features**2 if with_sq_sums or with_fourth_moments else None
     if with_sq_sums:
-        stats.class_sq_sums = features.new_zeros(num_classes, dim).index_add_(0, labels, features**2)
+        stats.class_sq_sums = torch.zeros_like(sums).index_add_(0, labels, squares)
     if with_gram:
         stats.gram = gram_matrix(features)
     if with_fourth_moments:
-        norm2 = (features**2).sum(1)
+        norm2 = squares.sum(1)
         stats.norm4_sum = (norm2**2).sum()
         stats.norm2_weighted_sum = norm2 @ features
     return stats
@@ -87,12 +87,11 @@ def _mean_and_covariance(stats: ClassStatistics) -> tuple[Tensor, Tensor]:
     return mean, stats.gram / n - torch.outer(mean, mean)
 
 
-def between_class_covariance(stats: ClassStatistics) -> Tensor:
-    """``[D, D]`` covariance of ``E[f | y]`` over frames: ``sum_c n_c/N (mu_c - mu)(mu_c - mu)^T``."""
+def between_class_factor(stats: ClassStatistics) -> Tensor:
+    """``[C', D]`` matrix ``M`` (one row per class with frames) such that the between-class
+    covariance is ``M^T M``: rows ``sqrt(n_c / N) (mu_c - mu)``."""
     n = stats.num_frames
     mean = stats.feature_sum / n
     present = stats.class_counts > 0
     class_means = stats.class_sums[present] / stats.class_counts[present].unsqueeze(1)
-    centered = class_means - mean
-    weights = stats.class_counts[present] / n
-    return (centered * weights.unsqueeze(1)).T @ centered
+    return (class_means - mean) * (stats.class_counts[present] / n).sqrt().unsqueeze(1)

@@ -30,7 +30,7 @@ from torch import Tensor
 from lightning_tx.functional.class_statistics import (
     ClassStatistics,
     _mean_and_covariance,
-    between_class_covariance,
+    between_class_factor,
     class_statistics,
 )
 from lightning_tx.functional.validation import (
@@ -41,13 +41,24 @@ from lightning_tx.functional.validation import (
 )
 
 
-def _pinv_psd(matrix: Tensor) -> Tensor:
-    """Pseudo-inverse of a symmetric positive semi-definite matrix (eigenvalues below
-    ``D * eps * max`` are treated as zero)."""
-    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    cutoff = eigenvalues.max().clamp_min(0) * matrix.shape[0] * torch.finfo(matrix.dtype).eps
+def _trace_of_pinv_times(eigenvalues: Tensor, weights: Tensor) -> Tensor:
+    """``trace(pinv(A) B)`` for a symmetric PSD ``A = V diag(eigenvalues) V^T`` and
+    ``weights[i] = v_i^T B v_i``; eigenvalues below ``D * eps * max`` count as zero."""
+    cutoff = eigenvalues.max().clamp_min(0) * eigenvalues.shape[0] * torch.finfo(eigenvalues.dtype).eps
     inverse = torch.where(eigenvalues > cutoff, 1.0 / eigenvalues, torch.zeros_like(eigenvalues))
-    return (eigenvectors * inverse) @ eigenvectors.T
+    return inverse @ weights
+
+
+def _covariance_eigh(stats: ClassStatistics) -> tuple[Tensor, Tensor, Tensor]:
+    """The covariance and its eigendecomposition, computed once per statistics object: the
+    scoring engine hands H-score and H_alpha the same one, and shrinkage keeps the
+    eigenvectors."""
+    cached = stats.__dict__.get("_covariance_eigh")
+    if cached is None:
+        _, cov = _mean_and_covariance(stats)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        cached = stats.__dict__["_covariance_eigh"] = (cov, eigenvalues, eigenvectors)
+    return cached
 
 
 def ledoit_wolf_shrinkage(stats: ClassStatistics) -> Tensor:
@@ -92,15 +103,17 @@ def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -
             "covariance singular, so any labelling looks separable (H = C - 1); use halpha (shrinkage) or "
             "score more frames"
         )
-    _, cov = _mean_and_covariance(stats)
-    between = between_class_covariance(stats)
+    cov, eigenvalues, eigenvectors = _covariance_eigh(stats)
+    # trace(pinv(cov) B) with B = M^T M of rank <= C: v_i^T B v_i = |M v_i|^2, no D x D product.
+    weights = (between_class_factor(stats) @ eigenvectors).pow(2).sum(0)
     if not shrinkage:
-        return torch.trace(_pinv_psd(cov) @ between)
+        return _trace_of_pinv_times(eigenvalues, weights)
     alpha = ledoit_wolf_shrinkage(stats)
     if float(torch.trace(cov)) <= 0:
         raise UndefinedScore("the features are constant over the frames: H_alpha is undefined")
-    shrunk = (1 - alpha) * cov + alpha * torch.trace(cov) / dim * torch.eye(dim, dtype=cov.dtype, device=cov.device)
-    return torch.trace(_pinv_psd(shrunk) @ ((1 - alpha) * between))
+    # (1 - alpha) cov + alpha tr(cov)/D I has cov's eigenvectors and shifted eigenvalues.
+    shrunk = (1 - alpha) * eigenvalues + alpha * torch.trace(cov) / dim
+    return (1 - alpha) * _trace_of_pinv_times(shrunk, weights)
 
 
 def hscore(

@@ -5,7 +5,7 @@ none keeps its own loop, labels or masks.
 """
 
 from lightning_tx.scoring.engine import Results, ScoringSession, best_layer, limited, score, score_module
-from lightning_tx.scoring.ensemble import add_ensemble, rank_average
+from lightning_tx.scoring.ensemble import add_ensemble, add_layer_ensemble, rank_average
 from lightning_tx.scoring.frame_labels import alignment_frame_labels, broadcast_frame_labels, uniform_frame_labels
 from lightning_tx.scoring.frames import BatchFrames, EncoderFrames, FrameSource, ModuleFrames, module_frames
 from lightning_tx.scoring.labels import FRAME_LABEL_SOURCES, TaskLabels
@@ -30,6 +30,7 @@ __all__ = [
     "ScoringSession",
     "TaskLabels",
     "add_ensemble",
+    "add_layer_ensemble",
     "alignment_frame_labels",
     "best_layer",
     "expand_estimators",

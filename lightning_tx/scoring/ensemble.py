@@ -38,3 +38,14 @@ def add_ensemble(scores: Sequence[MutableMapping[str, float]], estimators: Seque
         return
     for row, value in zip(scores, rank_average(scores, get_estimator("ensemble").members), strict=True):
         row["ensemble"] = value
+
+
+def add_layer_ensemble(results: MutableMapping[str, dict[int, float]], estimators: Sequence[str]) -> None:
+    """Set ``results["ensemble"]`` (``{layer: score}``) when ``"ensemble"`` is among
+    ``estimators``: the rank average of its members over one model's layers."""
+    if "ensemble" not in estimators:
+        return
+    members = get_estimator("ensemble").members
+    layers = sorted(results[members[0]])
+    rows = [{name: results[name][k] for name in members} for k in layers]
+    results["ensemble"] = dict(zip(layers, rank_average(rows, members), strict=True))
