@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,8 +111,11 @@ class FrozenEncoder(nn.Module, ABC):
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """``[B]`` valid frames for ``[B]`` valid samples (the model's own arithmetic)."""
 
-    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """Encode ``[B, S]`` waveforms at :attr:`sample_rate` with ``[B]`` valid samples each."""
+    def forward(
+        self, waveforms: Tensor, lengths: Tensor | None = None, names: Sequence[str] | None = None
+    ) -> EncoderOutput:
+        """Encode ``[B, S]`` waveforms at :attr:`sample_rate` with ``[B]`` valid samples each;
+        ``names`` (e.g. the files) only label the utterances in error messages."""
         if waveforms.ndim != 2:
             raise ValueError(f"`waveforms` must have shape [B, S], got {tuple(waveforms.shape)}")
         if lengths is None:
@@ -123,11 +127,14 @@ class FrozenEncoder(nn.Module, ABC):
                 f"`lengths` must lie in [1, {waveforms.shape[1]}] samples, got "
                 f"[{int(lengths.min())}, {int(lengths.max())}]"
             )
-        if int(lengths.min()) < self.min_samples:
+        short = (lengths < self.min_samples).nonzero().flatten().tolist()
+        if short:
+            first = names[short[0]] if names is not None else f"utterance {short[0]} of the batch"
             raise ValueError(
-                f"{type(self).__name__} needs utterances of at least {self.min_samples} samples "
-                f"({1000 * self.min_samples / self.sample_rate:.0f} ms at {self.sample_rate} Hz), got one of "
-                f"{int(lengths.min())}"
+                f"{first} has {int(lengths[short[0]])} samples, fewer than {type(self).__name__} needs "
+                f"({self.min_samples} samples, {1000 * self.min_samples / self.sample_rate:.0f} ms at "
+                f"{self.sample_rate} Hz); remove such files from the data"
+                + (f" ({len(short) - 1} more in this batch)" if len(short) > 1 else "")
             )
         device = self.device
         waveforms = waveforms.to(device=device, dtype=torch.float32)

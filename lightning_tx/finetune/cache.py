@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_tx.data.datamodule import SpeechDataModule, collate_utterances
@@ -135,6 +134,3 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}

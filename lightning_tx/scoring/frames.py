@@ -56,16 +56,7 @@ class EncoderFrames:
         self.layer_dims = list(encoder.layer_dims) if hasattr(encoder, "layer_dims") else None
 
     def __call__(self, batch: dict, labelled: bool = True) -> BatchFrames:
-        shortest = getattr(self.encoder, "min_samples", 1)
-        short = [i for i, n in enumerate(batch["lengths"].tolist()) if n < shortest]
-        if short:
-            paths = batch.get("paths") or [f"utterance {i} of the batch" for i in range(len(batch["lengths"]))]
-            raise ValueError(
-                f"{paths[short[0]]} has {int(batch['lengths'][short[0]])} samples, fewer than "
-                f"{type(self.encoder).__name__} needs ({shortest}); remove such files from the data"
-                + (f" ({len(short) - 1} more in this batch)" if len(short) > 1 else "")
-            )
-        output = self.encoder(batch["waveforms"], batch["lengths"])
+        output = self.encoder(batch["waveforms"], batch["lengths"], names=batch.get("paths"))
         steps = output.hidden_states[0].shape[1]
         frame_lengths = output.frame_lengths.to(output.hidden_states[0].device)
         if not labelled:
