@@ -7,6 +7,7 @@ processes with a sum-reduce.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -42,6 +43,24 @@ class ClassStatistics:
     @property
     def feature_sum(self) -> Tensor:
         return self.class_sums.sum(0)
+
+    @cached_property
+    def gram_eigh(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues ``[D]`` and eigenvectors ``[D, D]`` of :attr:`gram`, computed once:
+        LogME, H-score and H_alpha all read this one decomposition. The sums must not change
+        afterwards."""
+        if self.gram is None:
+            raise ValueError("these statistics were accumulated without the Gram matrix")
+        return torch.linalg.eigh(self.gram)
+
+    @cached_property
+    def covariance_eigh(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The population covariance ``[D, D]`` of the frames, its eigenvalues ``[D]`` and
+        eigenvectors ``[D, D]``; computed once, only where :attr:`gram_eigh` cannot serve
+        (see :func:`~lightning_tx.functional.hscore_from_statistics`)."""
+        _, cov = _mean_and_covariance(self)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        return cov, eigenvalues, eigenvectors
 
     def __add__(self, other: ClassStatistics) -> ClassStatistics:
         merged = {}

@@ -49,16 +49,34 @@ def _trace_of_pinv_times(eigenvalues: Tensor, weights: Tensor) -> Tensor:
     return inverse @ weights
 
 
-def _covariance_eigh(stats: ClassStatistics) -> tuple[Tensor, Tensor, Tensor]:
-    """The covariance and its eigendecomposition, computed once per statistics object: the
-    scoring engine hands H-score and H_alpha the same one, and shrinkage keeps the
-    eigenvectors."""
-    cached = stats.__dict__.get("_covariance_eigh")
-    if cached is None:
-        _, cov = _mean_and_covariance(stats)
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        cached = stats.__dict__["_covariance_eigh"] = (cov, eigenvalues, eigenvectors)
-    return cached
+def _trace_of_inverse_times_from_gram(
+    stats: ClassStatistics, scale: Tensor | float, shift: Tensor | float, factor: Tensor
+) -> Tensor | None:
+    """``trace(S^-1 M^T M)`` for ``S = scale * cov + shift * I`` from the eigendecomposition of
+    the uncentred Gram matrix that LogME decomposes too, so no second ``D x D`` decomposition.
+
+    With ``A = G / N = V diag(a) V^T`` and the mean ``u``, ``cov = A - u u^T``, so
+    ``S = P - scale u u^T`` with ``P = V diag(scale a + shift) V^T`` and, by Sherman-Morrison,
+    ``trace(S^-1 B) = trace(P^-1 B) + scale |M P^-1 u|^2 / (1 - scale u^T P^-1 u)``: ``O(DC)``.
+    ``cond(S) <= cond(P) / (1 - scale u^T P^-1 u)``; returns None when that bound exceeds
+    ``1e10`` (a nearly singular ``S``, or a mean far out in units of the spread), where the
+    caller decomposes ``S`` itself (with ``S``'s pseudo-inverse semantics).
+    """
+    n = stats.num_frames
+    eigenvalues, eigenvectors = stats.gram_eigh
+    diagonal = scale * eigenvalues / n + shift
+    if float(diagonal.min()) <= 0:
+        return None
+    mean_coordinates = eigenvectors.T @ (stats.feature_sum / n)  # V^T u  [D]
+    factor_coordinates = factor @ eigenvectors  # (V^T M^T)^T  [C', D]
+    scaled_mean = mean_coordinates / diagonal  # V^T P^-1 u
+    denominator = 1 - scale * (mean_coordinates @ scaled_mean)
+    condition = diagonal.max() / diagonal.min() / denominator
+    if float(denominator) <= 0 or float(condition) > 1e10:
+        return None
+    direct = (factor_coordinates.pow(2).sum(0) / diagonal).sum()
+    correction = scale * (factor_coordinates @ scaled_mean).pow(2).sum() / denominator
+    return direct + correction
 
 
 def ledoit_wolf_shrinkage(stats: ClassStatistics) -> Tensor:
@@ -103,17 +121,22 @@ def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -
             "covariance singular, so any labelling looks separable (H = C - 1); use halpha (shrinkage) or "
             "score more frames"
         )
-    cov, eigenvalues, eigenvectors = _covariance_eigh(stats)
-    # trace(pinv(cov) B) with B = M^T M of rank <= C: v_i^T B v_i = |M v_i|^2, no D x D product.
-    weights = (between_class_factor(stats) @ eigenvectors).pow(2).sum(0)
-    if not shrinkage:
-        return _trace_of_pinv_times(eigenvalues, weights)
-    alpha = ledoit_wolf_shrinkage(stats)
-    if float(torch.trace(cov)) <= 0:
-        raise UndefinedScore("the features are constant over the frames: H_alpha is undefined")
-    # (1 - alpha) cov + alpha tr(cov)/D I has cov's eigenvectors and shifted eigenvalues.
-    shrunk = (1 - alpha) * eigenvalues + alpha * torch.trace(cov) / dim
-    return (1 - alpha) * _trace_of_pinv_times(shrunk, weights)
+    factor = between_class_factor(stats)  # B = M^T M, rank <= C
+    if shrinkage:
+        _, cov = _mean_and_covariance(stats)
+        alpha, spread = ledoit_wolf_shrinkage(stats), torch.trace(cov) / dim
+        if float(spread) <= 0:
+            raise UndefinedScore("the features are constant over the frames: H_alpha is undefined")
+        scale, shift = 1 - alpha, alpha * spread  # (1 - alpha) cov + alpha tr(cov)/D I
+    else:
+        scale, shift = 1.0, 0.0
+    fast = _trace_of_inverse_times_from_gram(stats, scale, shift, factor)
+    if fast is not None:
+        return scale * fast
+    _, eigenvalues, eigenvectors = stats.covariance_eigh
+    # trace(pinv(S) B) in cov's eigenbasis (S shares it): v_i^T B v_i = |M v_i|^2.
+    weights = (factor @ eigenvectors).pow(2).sum(0)
+    return scale * _trace_of_pinv_times(scale * eigenvalues + shift, weights)
 
 
 def hscore(

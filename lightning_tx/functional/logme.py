@@ -143,6 +143,7 @@ def logme_from_statistics(
     tol: float = 1e-3,
     epsilon: float = 1e-5,
     reduction: str = "mean",
+    gram_eigh: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """LogME from the additive statistics of a set of frames.
 
@@ -154,6 +155,7 @@ def logme_from_statistics(
         max_iter, tol, epsilon: the reference solver's settings (at most 11 steps; stop
             when ``|t' - t| / t <= 1e-3``; ``1e-5`` added to both denominators).
         reduction: ``"mean"`` (the LogME score) or ``"none"`` (``[C]`` per-column evidence / N).
+        gram_eigh: ``torch.linalg.eigh(gram)`` when the caller has it already.
 
     Returns:
         Scalar float64 tensor (or ``[C]``): evidence per frame, in nats.
@@ -170,7 +172,7 @@ def logme_from_statistics(
         )
     check_enough_frames(int(num_frames))
 
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram) if gram_eigh is None else gram_eigh
     # Eigenvalues below round-off of the largest are zeros of a rank-deficient G: their
     # eigenvectors span (numerically) the null space, where F^T y has no component.
     cutoff = eigenvalues.max().clamp_min(0) * dim * torch.finfo(torch.float64).eps
@@ -209,7 +211,9 @@ def logme_from_class_statistics(stats: ClassStatistics, **solver: Any) -> Tensor
         raise ValueError("LogME needs class statistics accumulated with the Gram matrix")
     check_enough_frames(int(stats.num_frames))
     check_classes_present(stats.class_counts)
-    return logme_from_statistics(stats.gram, stats.class_sums.T, stats.class_counts, stats.num_frames, **solver)
+    return logme_from_statistics(
+        stats.gram, stats.class_sums.T, stats.class_counts, stats.num_frames, gram_eigh=stats.gram_eigh, **solver
+    )
 
 
 def standardized_class_statistics(stats: ClassStatistics) -> tuple[Tensor, Tensor, Tensor, Tensor]:
