@@ -58,10 +58,11 @@ class CTCForcedAligner:
         sample_rate = extractor.sampling_rate
 
         def emissions(waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-            values, kwargs = waveform_model_inputs(extractor, waveforms, lengths, uses_mask, device)
+            waveforms, lengths = waveforms.to(device), lengths.to(device)
+            values, kwargs = waveform_model_inputs(extractor, waveforms, lengths, uses_mask)
             with torch.inference_mode():
                 logits = model(values, **kwargs).logits
-            frames = model._get_feat_extract_output_lengths(lengths.to(device)).long()
+            frames = model._get_feat_extract_output_lengths(lengths).long()
             return torch.log_softmax(logits.float(), dim=-1), frames
 
         def tokenize(text: str) -> list[int]:

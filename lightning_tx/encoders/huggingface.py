@@ -12,30 +12,53 @@ from lightning_tx.encoders.base import EncoderOutput, FrozenEncoder, receptive_f
 
 
 def waveform_model_inputs(
-    extractor, waveforms: Tensor, lengths: Tensor, uses_attention_mask: bool, device: torch.device
+    extractor, waveforms: Tensor, lengths: Tensor, uses_attention_mask: bool
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """A wav2vec2-style feature extractor applied to each utterance's valid samples:
-    ``(input_values [B, S'], model kwargs)``, with ``attention_mask`` only when asked for.
+    """What a ``Wav2Vec2FeatureExtractor`` gives for each utterance's valid samples, computed in
+    torch on the waveforms' device: ``(input_values [B, max(lengths)] float32, model kwargs)``,
+    with ``attention_mask`` (``[B, max(lengths)]`` long, 1 = valid sample) only when
+    ``uses_attention_mask``.
 
-    The extractor always builds the mask, so that ``do_normalize`` uses each utterance's own
-    samples and leaves the padding at zero (without it, ``Wav2Vec2FeatureExtractor``
-    normalises over the padded length and the padding becomes ``-mean / std``); the model
-    gets the mask only when ``uses_attention_mask``."""
-    utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
-    inputs = extractor(
-        utterances,
-        sampling_rate=extractor.sampling_rate,
-        return_tensors="pt",
-        padding=True,
-        return_attention_mask=True,
-    )
-    kwargs = {"attention_mask": inputs.attention_mask.to(device)} if uses_attention_mask else {}
-    return inputs.input_values.to(device), kwargs
+    As the extractor does with a mask: when ``do_normalize``, each utterance becomes
+    ``(x - mean) / sqrt(var + 1e-7)`` over its own samples (population variance); padded
+    samples are ``padding_value`` either way."""
+    steps = int(lengths.max())
+    mask = torch.arange(steps, device=waveforms.device) < lengths.to(waveforms.device).unsqueeze(1)
+    values = torch.where(mask, waveforms[:, :steps].float(), 0.0)
+    if extractor.do_normalize:
+        count = mask.sum(1, keepdim=True)
+        mean = values.sum(1, keepdim=True) / count
+        var = torch.where(mask, values - mean, 0.0).square().sum(1, keepdim=True) / count
+        values = (values - mean) / torch.sqrt(var + 1e-7)
+    values = values.masked_fill(~mask, extractor.padding_value)
+    return values, {"attention_mask": mask.long()} if uses_attention_mask else {}
+
+
+def whisper_input_features(extractor, waveforms: Tensor, lengths: Tensor, mel_filters: Tensor) -> Tensor:
+    """What a ``WhisperFeatureExtractor`` (torch path, ``padding="max_length"``) gives for each
+    utterance's valid samples, computed on the waveforms' device: ``[B, n_mels, n_samples // hop_length]``
+    float32 log-mel frames of every utterance cut or padded (``padding_value``) to ``n_samples``
+    (``chunk_length`` seconds). ``mel_filters`` is ``extractor.mel_filters`` (``[n_fft/2 + 1, n_mels]``)
+    as a tensor on that device."""
+    n_samples = extractor.n_samples
+    mask = torch.arange(waveforms.shape[1], device=waveforms.device) < lengths.to(waveforms.device).unsqueeze(1)
+    audio = torch.where(mask, waveforms.float(), extractor.padding_value)[:, :n_samples]
+    audio = torch.nn.functional.pad(audio, (0, n_samples - audio.shape[1]), value=extractor.padding_value)
+    if getattr(extractor, "dither", 0.0):
+        audio = audio + extractor.dither * torch.randn_like(audio)
+    with torch.autocast(audio.device.type, enabled=False):  # float32, as the extractor computes it
+        window = torch.hann_window(extractor.n_fft, device=audio.device)
+        stft = torch.stft(audio, extractor.n_fft, extractor.hop_length, window=window, return_complex=True)
+        log_spec = (mel_filters.float().T @ stft[..., :-1].abs().square()).clamp(min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)  # per utterance
+    return (log_spec + 4.0) / 4.0
 
 
 class HFEncoder(FrozenEncoder):
     """Any Hugging Face audio model with ``output_hidden_states``, by hub id or local path.
 
+    The inputs are what the model's feature extractor gives, computed in torch on the
+    waveforms' device (:func:`waveform_model_inputs`, :func:`whisper_input_features`).
     wav2vec2-style models (wav2vec2, HuBERT, WavLM, data2vec-audio) take raw waveforms; the
     feature extractor normalises each utterance over its own samples and ``attention_mask``
     is passed only when the feature extractor asks for it (``return_attention_mask``:
@@ -90,6 +113,8 @@ class HFEncoder(FrozenEncoder):
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         if self.is_whisper:
             self.hop_length = int(self.feature_extractor.hop_length)
+            mel_filters = torch.as_tensor(self.feature_extractor.mel_filters, dtype=torch.float32)
+            self.register_buffer("mel_filters", mel_filters, persistent=False)  # moves with .to(device)
             self.frame_rate = self.sample_rate / (2 * self.hop_length)
             num_layers = config.encoder_layers
             width = config.d_model
@@ -131,17 +156,11 @@ class HFEncoder(FrozenEncoder):
         return self.model._get_feat_extract_output_lengths(lengths).long()
 
     def encode(self, waveforms: Tensor, lengths: Tensor) -> EncoderOutput:
-        device = waveforms.device
         if self.is_whisper:
-            utterances = [waveforms[i, : int(lengths[i])].cpu().numpy() for i in range(waveforms.shape[0])]
-            inputs = self.feature_extractor(
-                utterances, sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length"
-            )
-            outputs = self.model(inputs.input_features.to(device), output_hidden_states=True)
+            features = whisper_input_features(self.feature_extractor, waveforms, lengths, self.mel_filters)
+            outputs = self.model(features, output_hidden_states=True)
         else:
-            values, kwargs = waveform_model_inputs(
-                self.feature_extractor, waveforms, lengths, self.uses_attention_mask, device
-            )
+            values, kwargs = waveform_model_inputs(self.feature_extractor, waveforms, lengths, self.uses_attention_mask)
             outputs = self.model(values, output_hidden_states=True, **kwargs)
         frame_lengths = self.frame_lengths(lengths)
         steps = int(frame_lengths.max())
