@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,21 @@ def test_errors():
         gbc(torch.randn(10, 3), torch.arange(10) % 2, gaussian_type="full")
     with pytest.raises(ValueError, match="NaN or Inf"):
         gbc(torch.tensor([[1.0], [float("inf")]]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("shrinkage", [False, True])
+@pytest.mark.parametrize(("offset", "path"), [(0.0, "gram"), (1e3, "covariance")])
+def test_both_solution_paths_match_the_reference(shrinkage, offset, path, monkeypatch):
+    """H-score reads LogME's eigendecomposition of the Gram matrix (a rank-one downdate) unless
+    the mean lies far out in units of the spread, where it decomposes the covariance: both
+    paths agree with the reference, and the guard picks the expected one."""
+    module = importlib.import_module("lightning_tx.functional.hscore")  # the package exports a function of that name
+    features, labels = classification_data(2000, 40, 8, offset=offset)
+    taken = []
+    fast = module._trace_of_inverse_times_from_gram
+    monkeypatch.setattr(module, "_trace_of_inverse_times_from_gram",
+                        lambda *a: taken.append(r := fast(*a)) or r)  # fmt: skip
+    value = float(hscore(features, labels, shrinkage=shrinkage))
+    reference = reference_hscore_shrinkage if shrinkage else reference_hscore
+    assert value == pytest.approx(reference(features.numpy(), labels.numpy()), rel=1e-5 if offset else 1e-10)
+    assert (taken[0] is not None) == (path == "gram")
