@@ -59,15 +59,21 @@ def wasserstein_1d(source: Tensor, target: Tensor, p: float = 2) -> Tensor:
     Returns:
         ``[L]`` float64: the integral over ``t`` in (0, 1] of ``|F^-1(t) - G^-1(t)|^p``.
     """
+    _check_projected(source, target)
+    return _wasserstein_1d_of_sorted(_sorted_rows(source.T), _sorted_rows(target.T), p)
+
+
+def _check_projected(source: Tensor, target: Tensor) -> None:
     if source.ndim != 2 or target.ndim != 2 or source.shape[1] != target.shape[1]:
         raise ValueError(f"expected [N, L] and [M, L] projections, got {tuple(source.shape)} and {tuple(target.shape)}")
     if source.shape[0] == 0 or target.shape[0] == 0:
         raise ValueError(
             f"cannot compare an empty sample: source has {source.shape[0]} frames, target has {target.shape[0]}"
         )
-    # Sorted in their own precision (half the memory traffic of float32 sorted as float64;
-    # a cast keeps the order), the differences in float64.
-    source, target = _sorted_rows(source.T).to(torch.float64), _sorted_rows(target.T).to(torch.float64)
+
+
+def _wasserstein_1d_of_sorted(source: Tensor, target: Tensor, p: float) -> Tensor:
+    """``[L]`` float64 ``W_p^p`` of ``[L, N]`` and ``[L, M]`` float64 rows, each sorted."""
     n, m = source.shape[1], target.shape[1]
     if n == m:  # the quantile functions step at the same levels k / n
         return (source - target).abs().pow(p).mean(dim=1)
@@ -87,9 +93,16 @@ def sliced_wasserstein_from_projections(
     source: Tensor, target: Tensor, *, p: float = 2, normalize: bool = False
 ) -> Tensor:
     """SW_p from already projected frames ``[N, L]`` and ``[M, L]`` (scalar float64)."""
-    per_direction = wasserstein_1d(source, target, p)
+    _check_projected(source, target)
+    return _sliced_wasserstein_of_rows(source.T, target.T, p, normalize)
+
+
+def _sliced_wasserstein_of_rows(source: Tensor, target: Tensor, p: float, normalize: bool) -> Tensor:
+    """SW_p from ``[L, N]`` and ``[L, M]`` projections, one row per direction."""
+    source, target = _sorted_rows(source), _sorted_rows(target)
+    per_direction = _wasserstein_1d_of_sorted(source, target, p)
     if normalize:
-        spread = (source.to(torch.float64).var(0, correction=0) + target.to(torch.float64).var(0, correction=0)) / 2
+        spread = (source.var(1, correction=0) + target.var(1, correction=0)) / 2
         if not bool((spread > 0).all()):
             raise UndefinedScore(
                 "the frames do not vary along some projection (constant features): the normalised distance, "
@@ -125,8 +138,8 @@ def sliced_wasserstein(
     Returns:
         Scalar float64 tensor, in feature units (or in units of spread when normalised).
     """
-    check_features(source, "source")
-    check_features(target, "target")
+    for frames, name in ((source, "source"), (target, "target")):
+        check_features(frames, name, finite=False)  # finiteness: on the projections, below
     if source.shape[1] != target.shape[1]:
         raise ValueError(
             f"source and target frames must have the same width D, got {source.shape[1]} and {target.shape[1]}"
@@ -139,29 +152,37 @@ def sliced_wasserstein(
         raise ValueError(
             f"`projections` must have shape [D, L] with D={source.shape[1]}, got {tuple(projections.shape)}"
         )
-    projections = projections.to(device=source.device, dtype=torch.float64)
-    return sliced_wasserstein_from_projections(
-        project(source, projections), project(target, projections), p=p, normalize=normalize
-    )
+    rows = []
+    for frames, name in ((source, "source"), (target, "target")):
+        projected = project(frames, projections, transposed=True)
+        # NaN and Inf propagate through the products (even times 0), so the [L, N]
+        # projections are checked instead of the [N, D] frames.
+        if not bool(torch.isfinite(projected.sum())):
+            check_features(frames, name)  # names the first bad frame
+            projected = project(frames.to(torch.float64), projections, transposed=True)  # float32 overflow
+        rows.append(projected)
+    return _sliced_wasserstein_of_rows(*rows, p, normalize)
 
 
-def project(frames: Tensor, projections: Tensor) -> Tensor:
-    """``[N, D] @ [D, L]``: float64 frames in float64; other float frames with float32
-    products, without a float64 copy of them (the distance then differs from the float64 one
-    by about 1e-9 relative at N = 200,000, D = 768: see ``benchmarks/swd_speed.py``)."""
-    if frames.dtype == torch.float64:
-        return frames @ projections.to(device=frames.device, dtype=torch.float64)
-    return frames.to(torch.float32) @ projections.to(device=frames.device, dtype=torch.float32)
+def project(frames: Tensor, projections: Tensor, *, transposed: bool = False) -> Tensor:
+    """``[N, D] @ [D, L]`` (``[L, N]``, one row per direction, with ``transposed``): float64
+    frames in float64; other float frames with float32 products, without a float64 copy of
+    them (the distance then differs from the float64 one by about 1e-9 relative at
+    N = 200,000, D = 768: see ``benchmarks/swd_speed.py``)."""
+    dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    frames, projections = frames.to(dtype), projections.to(device=frames.device, dtype=dtype)
+    return projections.T @ frames.T if transposed else frames @ projections
 
 
 def _sorted_rows(values: Tensor) -> Tensor:
-    """Each row of ``[L, N]`` sorted. On the CPU numpy's vectorised sort is several times
-    faster than ``torch.sort`` (it keeps no autograd graph, so only without gradients)."""
+    """Each row of ``[L, N]`` sorted, as float64. Sorted in their own precision (a cast keeps
+    the order; float32 moves half the bytes); on the CPU numpy's vectorised sort is several
+    times faster than ``torch.sort`` (it keeps no autograd graph, so only without gradients)."""
     if values.dtype not in (torch.float32, torch.float64):  # e.g. bfloat16, which numpy lacks
         values = values.to(torch.float64)
     if values.device.type == "cpu" and not values.requires_grad:
-        return torch.from_numpy(np.sort(values.contiguous().numpy(), axis=1))
-    return values.contiguous().sort(dim=1).values
+        return torch.from_numpy(np.sort(values.contiguous().numpy(), axis=1)).to(torch.float64)
+    return values.contiguous().sort(dim=1).values.to(torch.float64)
 
 
 def class_sliced_wasserstein(

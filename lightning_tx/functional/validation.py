@@ -13,8 +13,9 @@ class UndefinedScore(ValueError):
     score as NaN with this reason, and rankings put it last."""
 
 
-def check_features(features: Tensor, name: str = "features") -> None:
-    """Raise if ``features`` is not a finite ``[N, D]`` floating tensor."""
+def check_features(features: Tensor, name: str = "features", *, finite: bool = True) -> None:
+    """Raise if ``features`` is not a ``[N, D]`` floating tensor, finite unless ``finite=False``
+    (for callers that check a cheaper derived tensor instead)."""
     if not isinstance(features, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(features).__name__}")
     if features.ndim != 2:
@@ -23,7 +24,7 @@ def check_features(features: Tensor, name: str = "features") -> None:
         raise TypeError(f"`{name}` must be a floating tensor, got dtype {features.dtype}")
     # Fast path: a finite sum means every entry is finite (NaN and Inf propagate); a
     # non-finite sum may be an overflow, so the full scan decides.
-    if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
+    if finite and not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
         raise ValueError(
             f"`{name}` contains NaN or Inf in {bad.numel()} of {features.shape[0]} frames (first at row {int(bad[0])})"
