@@ -9,12 +9,15 @@ from lightning_tx.data.manifest import (
     read_manifest,
     records_from_folders,
 )
+from lightning_tx.data.streaming import StreamingSpeechDataModule, StreamingSpeechDataset
 
 __all__ = [
     "AudioError",
     "ManifestError",
     "SpeechDataModule",
     "SpeechDataset",
+    "StreamingSpeechDataModule",
+    "StreamingSpeechDataset",
     "UtteranceRecord",
     "collate_utterances",
     "load_audio",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -59,6 +60,27 @@ def load_audio(
     if max_seconds is not None:
         waveform = waveform[: int(round(max_seconds * sample_rate))]
     return waveform.contiguous()
+
+
+def waveform_from_array(array: Any, sampling_rate: int, sample_rate: int, max_seconds: float | None = None) -> Tensor:
+    """An audio array as a ``[S]`` float32 mono waveform at ``sample_rate`` Hz.
+
+    Args:
+        array: ``[S]`` samples, or ``[C, S]`` channels first (averaged to mono), at ``sampling_rate`` Hz.
+        sampling_rate: the array's rate (Hz); resampled when it is not ``sample_rate``.
+        sample_rate: the rate wanted (Hz).
+        max_seconds: keep only the first ``max_seconds`` seconds.
+
+    What :func:`load_audio` does after reading a file; both datasets use it for decoded arrays.
+    """
+    waveform = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    if waveform.ndim == 2:
+        waveform = waveform.mean(0)
+    if sampling_rate != sample_rate:
+        waveform = AF.resample(waveform, sampling_rate, sample_rate)
+    if max_seconds is not None:
+        waveform = waveform[: int(round(max_seconds * sample_rate))]
+    return waveform
 
 
 def pad_waveforms(waveforms: list[Tensor]) -> tuple[Tensor, Tensor]:

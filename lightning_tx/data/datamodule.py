@@ -9,17 +9,16 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import soundfile
 import torch
-import torchaudio.functional as AF
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_tx.data.audio import AudioError, check_not_truncated, load_audio, pad_waveforms
+from lightning_tx.data.audio import AudioError, check_not_truncated, load_audio, pad_waveforms, waveform_from_array
 from lightning_tx.data.manifest import (
     ManifestError,
     UtteranceRecord,
@@ -27,6 +26,9 @@ from lightning_tx.data.manifest import (
     read_manifest,
     records_from_folders,
 )
+
+if TYPE_CHECKING:
+    from lightning_tx.data.streaming import StreamingSpeechDataModule
 
 
 def _field(record: UtteranceRecord, column: str) -> str | None:
@@ -73,14 +75,7 @@ class SpeechDataset(Dataset):
         if self.audio_arrays is None:
             return load_audio(self.records[index].audio, self.sample_rate, max_seconds=self.max_seconds)
         array, rate = self.audio_arrays[index]
-        waveform = torch.as_tensor(np.asarray(array, dtype=np.float32))
-        if waveform.ndim == 2:
-            waveform = waveform.mean(0)
-        if rate != self.sample_rate:
-            waveform = AF.resample(waveform, rate, self.sample_rate)
-        if self.max_seconds is not None:
-            waveform = waveform[: int(round(self.max_seconds * self.sample_rate))]
-        return waveform
+        return waveform_from_array(array, rate, self.sample_rate, self.max_seconds)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -181,11 +176,24 @@ class SpeechDataModule(L.LightningDataModule):
         label_column: str | None = "label",
         text_column: str | None = None,
         split_column: str | None = None,
+        streaming: bool = False,
         **kwargs: Any,
-    ) -> SpeechDataModule:
+    ) -> SpeechDataModule | StreamingSpeechDataModule:
         """From a Hugging Face ``datasets.Dataset`` (or any sequence of row dicts) whose audio
         column holds ``{"array", "sampling_rate"}`` (decoded) or ``{"path"}``. Class-label
-        features are mapped to their names."""
+        features are mapped to their names.
+
+        With ``streaming=True``: a :class:`~lightning_tx.data.StreamingSpeechDataModule` over
+        ``dataset`` (a ``datasets.IterableDataset``, or a dict of them by split), read row by
+        row and never held in memory; ``kwargs`` go to it (e.g. ``labels=[...]``)."""
+        if streaming:
+            from lightning_tx.data.streaming import StreamingSpeechDataModule
+
+            if split_column is not None:
+                raise ValueError("a stream cannot be split by a column: give a dict {'train': ..., 'val': ...}")
+            return StreamingSpeechDataModule(
+                dataset, audio_column=audio_column, label_column=label_column, text_column=text_column, **kwargs
+            )
         module = cls(manifest="<hf dataset>", **kwargs)
         names = None
         features = getattr(dataset, "features", None)
