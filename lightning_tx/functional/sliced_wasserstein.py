@@ -97,19 +97,29 @@ def sliced_wasserstein_from_projections(
     return _sliced_wasserstein_of_rows(source.T, target.T, p, normalize)
 
 
-def _sliced_wasserstein_of_rows(source: Tensor, target: Tensor, p: float, normalize: bool) -> Tensor:
-    """SW_p from ``[L, N]`` and ``[L, M]`` projections, one row per direction."""
-    source, target = _sorted_rows(source), _sorted_rows(target)
-    per_direction = _wasserstein_1d_of_sorted(source, target, p)
+def _sliced_wasserstein_of_rows(
+    source: Tensor, target: Tensor, p: float, normalize: bool, rows_per_chunk: int = 4
+) -> Tensor:
+    """SW_p from ``[L, N]`` and ``[L, M]`` projections, one row per direction. A few rows at a
+    time are sorted, cast to float64 and compared: memory beyond the projections stays at
+    ``rows_per_chunk * (N + M)`` float64 values, and each chunk stays in cache."""
+    per_direction, spread = [], []
+    for start in range(0, source.shape[0], rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        sorted_source, sorted_target = _sorted_rows(source[rows]), _sorted_rows(target[rows])
+        per_direction.append(_wasserstein_1d_of_sorted(sorted_source, sorted_target, p))
+        if normalize:
+            spread.append((sorted_source.var(1, correction=0) + sorted_target.var(1, correction=0)) / 2)
+    distances = torch.cat(per_direction)
     if normalize:
-        spread = (source.var(1, correction=0) + target.var(1, correction=0)) / 2
-        if not bool((spread > 0).all()):
+        spreads = torch.cat(spread)
+        if not bool((spreads > 0).all()):
             raise UndefinedScore(
                 "the frames do not vary along some projection (constant features): the normalised distance, "
                 "in units of their spread, is undefined; use normalize=False"
             )
-        per_direction = per_direction / spread.sqrt() ** p
-    return per_direction.mean() ** (1.0 / p)
+        distances = distances / spreads.sqrt() ** p
+    return distances.mean() ** (1.0 / p)
 
 
 def sliced_wasserstein(
@@ -154,24 +164,22 @@ def sliced_wasserstein(
         )
     rows = []
     for frames, name in ((source, "source"), (target, "target")):
-        projected = project(frames, projections, transposed=True)
-        # NaN and Inf propagate through the products (even times 0), so the [L, N]
+        projected = project(frames, projections)
+        # NaN and Inf propagate through the products (even times 0), so the [N, L]
         # projections are checked instead of the [N, D] frames.
         if not bool(torch.isfinite(projected.sum())):
             check_features(frames, name)  # names the first bad frame
-            projected = project(frames.to(torch.float64), projections, transposed=True)  # float32 overflow
-        rows.append(projected)
+            projected = project(frames.to(torch.float64), projections)  # float32 overflowed
+        rows.append(projected.T)
     return _sliced_wasserstein_of_rows(*rows, p, normalize)
 
 
-def project(frames: Tensor, projections: Tensor, *, transposed: bool = False) -> Tensor:
-    """``[N, D] @ [D, L]`` (``[L, N]``, one row per direction, with ``transposed``): float64
-    frames in float64; other float frames with float32 products, without a float64 copy of
-    them (the distance then differs from the float64 one by about 1e-9 relative at
-    N = 200,000, D = 768: see ``benchmarks/swd_speed.py``)."""
+def project(frames: Tensor, projections: Tensor) -> Tensor:
+    """``[N, D] @ [D, L]``: float64 frames in float64; other float frames with float32
+    products, without a float64 copy of them (the distance then differs from the float64 one
+    by about 1e-9 relative at N = 200,000, D = 768: see ``benchmarks/swd_speed.py``)."""
     dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
-    frames, projections = frames.to(dtype), projections.to(device=frames.device, dtype=dtype)
-    return projections.T @ frames.T if transposed else frames @ projections
+    return frames.to(dtype) @ projections.to(device=frames.device, dtype=dtype)
 
 
 def _sorted_rows(values: Tensor) -> Tensor:
