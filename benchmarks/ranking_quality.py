@@ -56,6 +56,7 @@ LABEL_ESTIMATORS = ["logme", "logme_standardized", "hscore", "halpha", "gbc", "k
 ESTIMATORS = [
     *LABEL_ESTIMATORS,
     *(f"pooled_{name}" for name in LABEL_ESTIMATORS),
+    "pooled_probe",
     "sliced_wasserstein",
     "sliced_wasserstein_time_steps",
     "sliced_wasserstein_utterances",

@@ -20,6 +20,7 @@ from lightning_tx.functional.logme import (
     logme_statistics,
     standardized_class_statistics,
 )
+from lightning_tx.functional.probe import ridge_probe_accuracy
 from lightning_tx.functional.sliced_wasserstein import (
     class_sliced_wasserstein,
     grouped_sliced_wasserstein,
@@ -54,6 +55,7 @@ __all__ = [
     "logme_from_statistics",
     "logme_statistics",
     "random_projections",
+    "ridge_probe_accuracy",
     "sliced_wasserstein",
     "sliced_wasserstein_from_projections",
     "tih_frames",

@@ -3,7 +3,7 @@
 Label-based estimators are functions of an accumulator that several of them share (per
 layer, in the scoring engine): :class:`~lightning_tx.metrics.ClassStatisticsMetric` sums
 (LogME, H-score, H_alpha, GBC) or a :class:`~lightning_tx.metrics.LabelledSampleMetric`
-sample (k-NN, class SWD). Each has a ``pooled_`` twin scored on the means of labelled
+sample (k-NN, class SWD, the ridge probe). Each has a ``pooled_`` twin scored on the means of labelled
 segments instead of frames (one vector per utterance for utterance labels, per token for
 frame labels): what a head on pooled features sees. TIH-SWD compares source-domain and
 task frames: all frames (``sliced_wasserstein``), per time step or per target utterance
@@ -32,6 +32,7 @@ from lightning_tx.metrics.sample import (
     LabelledSample,
     class_swd_from_sample,
     knn_from_sample,
+    probe_from_sample,
 )
 from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
@@ -81,7 +82,7 @@ def _statistics_estimator(
     return Estimator(name, build, True, shared=STATISTICS, from_shared=from_shared, statistics=frozenset(statistics))
 
 
-def _sample_estimator(name: str, build: Callable[..., TransferabilityMetric], compute: Callable[..., Tensor]):
+def _sample_estimator(name: str, build: Callable[..., TransferabilityMetric] | None, compute: Callable[..., Tensor]):
     def from_shared(sample: LabelledSample, num_classes: int, **kwargs: Any) -> Tensor:
         return compute(sample, num_classes=num_classes, **kwargs)
 
@@ -116,6 +117,9 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in _BASE}
 for _estimator in _BASE:
     _name = f"pooled_{_estimator.name}"
     ESTIMATORS[_name] = replace(_estimator, name=_name, build=None, pooled=True)
+# The probe only on pooled vectors: left out, a frame's near-duplicate neighbours of the same
+# utterance would stay in the fit.
+ESTIMATORS["pooled_probe"] = replace(_sample_estimator("pooled_probe", None, probe_from_sample), pooled=True)
 for _reduction in ("frames", "time_steps", "utterances"):
     _name = "sliced_wasserstein" if _reduction == "frames" else f"sliced_wasserstein_{_reduction}"
     ESTIMATORS[_name] = Estimator(

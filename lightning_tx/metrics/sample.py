@@ -1,5 +1,5 @@
-"""Estimators computed from a bounded uniform sample of labelled frames: k-NN accuracy and
-the label-aware sliced Wasserstein separation of the classes."""
+"""Estimators computed from a bounded uniform sample of labelled frames: k-NN accuracy, the
+label-aware sliced Wasserstein separation of the classes and the leave-one-out ridge probe."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lightning_tx.functional.frames import frame_mask
 from lightning_tx.functional.knn import knn_accuracy
+from lightning_tx.functional.probe import ridge_probe_accuracy
 from lightning_tx.functional.sliced_wasserstein import class_sliced_wasserstein
 from lightning_tx.functional.validation import check_classes_present
 from lightning_tx.metrics.base import ClassificationTransferabilityMetric
@@ -114,6 +115,12 @@ def knn_from_sample(sample: LabelledSample, *, num_classes: int, k: int = 5) -> 
     """:func:`~lightning_tx.functional.knn_accuracy` of a sample (leave one utterance out)."""
     check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
     return knn_accuracy(sample.features, sample.labels, sample.groups, k=k, num_classes=num_classes)
+
+
+def probe_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any) -> Tensor:
+    """:func:`~lightning_tx.functional.ridge_probe_accuracy` of a sample (of pooled vectors)."""
+    check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
+    return ridge_probe_accuracy(sample.features, sample.labels, num_classes=num_classes, **kwargs)
 
 
 def class_swd_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any) -> Tensor:
