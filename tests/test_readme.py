@@ -32,3 +32,14 @@ def test_callback_snippet_runs_as_written(tmp_path):
     results, best = out.stdout.strip().splitlines()[-2:]
     assert "'logme': {0:" in results and "'sliced_wasserstein': {0:" in results and "3:" in results
     assert best.startswith("training on layer ")
+
+
+def test_streaming_snippet_runs_as_written(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "snippet.py").write_text(_snippet("**Streamed data.**"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("torch.Size([4, ")  # 10 utterances in batches of 4
