@@ -128,6 +128,10 @@ class SpeechDataModule(L.LightningDataModule):
     speaker identification); ``include`` keeps only rows whose columns take the listed
     values (e.g. ``{"speaker": ["en-06", "en-07"], "language": ["en"]}``).
 
+    ``num_workers`` DataLoader workers decode and resample the audio while the encoder runs;
+    ``pin_memory`` (default: when CUDA is available) lets batches copy to the GPU
+    asynchronously.
+
     Batches are dicts: ``waveforms [B, S]``, ``lengths [B]`` (samples), ``labels [B]`` (when
     the data has labels), ``texts``, ``speakers``, ``alignments`` (lists of
     ``(start, end, label)`` or None), ``paths``, ``indices``.
@@ -141,6 +145,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_seconds: float | None = 10.0,
         batch_size: int = 16,
         num_workers: int = 0,
+        pin_memory: bool | None = None,
         shuffle: bool = True,
         skip_bad_files: bool = False,
         vocabulary: str | os.PathLike | None = None,
@@ -158,6 +163,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.manifest, self.folder = manifest, folder
         self.sample_rate, self.max_seconds = sample_rate, max_seconds
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        # Page-locked batches copy to a GPU asynchronously; without one they only cost memory.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skip_bad_files = skip_bad_files
         self.vocabulary_path = vocabulary
         self.labels: list[str] | None = None
@@ -367,6 +374,7 @@ class SpeechDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
             collate_fn=collate_utterances,
             persistent_workers=self.num_workers > 0,
         )

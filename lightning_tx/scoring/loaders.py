@@ -200,6 +200,7 @@ def speech_loader(
             limit_batches=limit_batches,
             seed=seed,
             num_workers=data.num_workers,
+            pin_memory=getattr(data, "pin_memory", False),
         )
     if hasattr(data, "train_dataloader"):
         data.setup("fit")
