@@ -1,7 +1,9 @@
 """Ranking-quality benchmark: do the estimators rank encoders (and layers) as fine-tuning does?
 
 Builds everything itself, on a CPU, with nothing downloaded, deterministically (a fixed
-number of threads; pre-training, scoring and fine-tuning are seeded):
+number of threads; pre-training, scoring and fine-tuning are seeded). Pre-training gives
+other weights on another type of CPU (float32 kernels differ), so the full setting's zoo is
+versioned in ``benchmarks/zoo`` (about 26 MB) and only pre-trained where a checkpoint is missing:
 
 1. **Corpus** (eSpeak NG): English keywords and minimal pairs, German and Spanish keywords.
 2. **Zoo**: pre-trained by the project's own code on English voices the tasks never hear
@@ -412,6 +414,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small corpus, few epochs (the CI setting)")
     parser.add_argument("--work", default=None, help="cache for corpus and zoo (default: data/benchmark[-quick])")
+    parser.add_argument("--zoo", default=None, help="the zoo's checkpoints, pre-trained where missing (default: "
+                        "benchmarks/zoo, versioned, for the full setting; <work>/models with --quick)")  # fmt: skip
     parser.add_argument("--out", default="docs", help="where benchmark.md, benchmark.json and plots go")
     parser.add_argument("--report-only", action="store_true", help="re-render the report from <out>/benchmark.json")
     args = parser.parse_args(argv)
@@ -423,7 +427,10 @@ def main(argv: list[str] | None = None) -> Path:
     work = Path(args.work or ("data/benchmark-quick" if args.quick else "data/benchmark")).resolve()
     started = time.perf_counter()
     manifest = build(setting, work)
-    zoo = build_zoo(setting, manifest, work / "models")
+    # Pre-training is deterministic on one machine but not across CPU types (their float32
+    # kernels differ), so the full setting's zoo is versioned with the code.
+    models = Path(args.zoo) if args.zoo else work / "models" if args.quick else Path(__file__).parent / "zoo"
+    zoo = build_zoo(setting, manifest, models)
     data: dict[str, Any] = {
         "setting": "quick" if args.quick else "full",
         "threads": setting.threads,
