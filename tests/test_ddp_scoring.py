@@ -95,6 +95,8 @@ def _assert_same(distributed, single):
     assert distributed.keys() == single.keys()
     for key, value in single.items():
         assert distributed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    worst = max(abs(distributed[k] - v) / max(abs(v), 1e-12) for k, v in single.items())
+    print(f"{len(single)} scores, largest relative difference to one process: {worst:.1e}")  # shown with -s
 
 
 @pytest.mark.slow
