@@ -432,3 +432,16 @@ def test_the_callback_scores_a_stream_in_a_plain_trainer(tmp_path):
     trainer.fit(KeywordClassifier(dm.num_classes), datamodule=dm)
     assert list(callback.results["logme"]) == [0] and math.isfinite(callback.results["logme"][0])
     assert trainer.global_step == 4  # ceil(13 / 4) batches
+
+
+def test_scoring_passes_read_the_stream_at_the_encoders_rate():
+    """``speech_loader`` (what ``rank`` and the callback's ``source=`` use) reads a streaming
+    datamodule at the rate it is asked for, not at the datamodule's own."""
+    from lightning_tx.scoring import speech_loader
+
+    dm = StreamingSpeechDataModule(_stream(1), sample_rate=RATE, max_seconds=None, batch_size=4)
+    native = speech_loader(dm, sample_rate=SOURCE_RATE)
+    lengths = sorted(n for batch in native for n in batch["lengths"].tolist())
+    assert lengths == sorted(400 + 37 * i for i in range(NUM_ROWS))  # the arrays as they are, at 8 kHz
+    upsampled = speech_loader(dm, sample_rate=2 * SOURCE_RATE)
+    assert sorted(n for batch in upsampled for n in batch["lengths"].tolist()) == [2 * n for n in lengths]

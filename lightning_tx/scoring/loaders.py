@@ -178,7 +178,8 @@ def speech_loader(
     seed: int = 0,
 ) -> DataLoader:
     """A scoring pass over speech batches from a manifest path, a
-    :class:`~lightning_tx.data.SpeechDataModule` (its ``split``, read at ``sample_rate``), any
+    :class:`~lightning_tx.data.SpeechDataModule` or
+    :class:`~lightning_tx.data.StreamingSpeechDataModule` (its ``split``, read at ``sample_rate``), any
     other ``LightningDataModule`` (its train dataloader) or a ``DataLoader``.
 
     A manifest needs only the ``audio`` column (e.g. unlabelled source-domain audio).
@@ -189,12 +190,17 @@ def speech_loader(
         from lightning_tx.data.datamodule import SpeechDataModule  # only when a manifest is given
 
         data = SpeechDataModule(manifest=data, batch_size=batch_size, shuffle=False, require_targets=False)
-    if callable(getattr(data, "dataset", None)) and hasattr(data, "records"):  # a SpeechDataModule
+    if callable(getattr(data, "dataset", None)):  # a SpeechDataModule or a StreamingSpeechDataModule
         from lightning_tx.data.datamodule import collate_utterances
 
         data.setup("validate")
+        dataset = data.dataset(split, sample_rate=sample_rate)
+        if isinstance(dataset, IterableDataset):  # a stream deals its own rows among the processes
+            loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers,
+                                collate_fn=collate_utterances)  # fmt: skip
+            return scoring_loader_like(loader, limit_batches=limit_batches, seed=seed)
         return scoring_loader(
-            data.dataset(split, sample_rate=sample_rate),
+            dataset,
             data.batch_size,
             collate_utterances,
             limit_batches=limit_batches,
