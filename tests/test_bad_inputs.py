@@ -124,6 +124,8 @@ CASES = [
     ("manifest: val label unseen in train", lambda t: _datamodule(
         t, ["audio", "label", "split"], [*_rows(2, split="train"), {"audio": "v.wav", "label": "zz", "split": "val"}]),
      ManifestError, "does not occur in the train split"),
+    ("hf dataset: ClassLabel id -1", lambda t: SpeechDataModule.from_hf_dataset(_ClassLabelRows()), ManifestError,
+     "class id -1 in column 'label' is outside"),
     ("audio: unreadable file", lambda t: (t / "bad.wav").write_bytes(b"RIFF nope") and load_audio(t / "bad.wav",
                                                                                                     16000),
      AudioError, "cannot read audio file"),
@@ -160,6 +162,15 @@ CASES = [
                                               "--model.candidates", f"[{{encoder: 'hf:{t}/none'}}]"),
      SystemExit, "2"),
 ]  # fmt: skip
+
+
+class _ClassLabelRows(list):
+    """Rows of a Hugging Face dataset whose ClassLabel column holds -1 ("no label") in row 1."""
+
+    features = {"label": type("ClassLabel", (), {"names": ["no", "yes"]})()}
+
+    def __init__(self):
+        super().__init__({"audio": {"array": np.zeros(800), "sampling_rate": 16000}, "label": i} for i in (0, -1))
 
 
 def _close(a, b):

@@ -213,6 +213,11 @@ class SpeechDataModule(L.LightningDataModule):
                 raise ManifestError(f"dataset row {number}: column {audio_column!r} must hold an audio dict")
             label = row.get(label_column) if label_column else None
             if label is not None and names is not None:
+                if not 0 <= int(label) < len(names):  # e.g. -1, Hugging Face's "no label"
+                    raise ManifestError(
+                        f"dataset row {number}: class id {int(label)} in column {label_column!r} is outside its "
+                        f"ClassLabel's {len(names)} names"
+                    )
                 label = names[int(label)]
             split = row.get(split_column, "train") if split_column else "train"
             if split not in records:
