@@ -97,12 +97,12 @@ def sliced_wasserstein_from_projections(
     return _sliced_wasserstein_of_rows(source.T, target.T, p, normalize)
 
 
-def _sliced_wasserstein_of_rows(
-    source: Tensor, target: Tensor, p: float, normalize: bool, rows_per_chunk: int = 4
-) -> Tensor:
-    """SW_p from ``[L, N]`` and ``[L, M]`` projections, one row per direction. A few rows at a
-    time are sorted, cast to float64 and compared: memory beyond the projections stays at
-    ``rows_per_chunk * (N + M)`` float64 values, and each chunk stays in cache."""
+def _sliced_wasserstein_of_rows(source: Tensor, target: Tensor, p: float, normalize: bool) -> Tensor:
+    """SW_p from ``[L, N]`` and ``[L, M]`` projections, one row per direction. On the CPU four
+    rows at a time are sorted, cast to float64 and compared: memory beyond the projections
+    stays at ``4 * (N + M)`` float64 values, and each chunk stays in cache (on other devices,
+    where every launch costs, all rows at once)."""
+    rows_per_chunk = 4 if source.device.type == "cpu" else max(1, source.shape[0])
     per_direction, spread = [], []
     for start in range(0, source.shape[0], rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
