@@ -26,6 +26,7 @@ from lightning_tx.data.manifest import (
     read_manifest,
     records_from_folders,
 )
+from lightning_tx.data.sampling import LengthGroupedSampler
 
 if TYPE_CHECKING:
     from lightning_tx.data.streaming import StreamingSpeechDataModule
@@ -92,6 +93,14 @@ class SpeechDataset(Dataset):
         return item
 
 
+def default_num_workers() -> int:
+    """DataLoader workers when none are asked for: with CUDA, ``min(8, CPUs // 2)`` (decoding
+    overlaps the GPU); on the CPU alone 0 (workers would compete with the encoder for cores)."""
+    if not torch.cuda.is_available():
+        return 0
+    return min(8, (os.cpu_count() or 2) // 2)
+
+
 def collate_utterances(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad waveforms to ``[B, S_max]`` with ``lengths [B]``; labels to ``[B]``; keep the rest as lists."""
     waveforms, lengths = pad_waveforms([item["waveform"] for item in items])
@@ -128,9 +137,12 @@ class SpeechDataModule(L.LightningDataModule):
     speaker identification); ``include`` keeps only rows whose columns take the listed
     values (e.g. ``{"speaker": ["en-06", "en-07"], "language": ["en"]}``).
 
-    ``num_workers`` DataLoader workers decode and resample the audio while the encoder runs;
-    ``pin_memory`` (default: when CUDA is available) lets batches copy to the GPU
-    asynchronously.
+    ``num_workers`` DataLoader workers decode and resample the audio while the encoder runs
+    (default: with CUDA, ``min(8, CPUs // 2)``; without, 0, as the workers would take the
+    cores the encoder runs on); ``pin_memory`` (default: when CUDA is available) lets batches
+    copy to the GPU asynchronously. ``group_by_length`` orders the training batches with a
+    :class:`~lightning_tx.data.sampling.LengthGroupedSampler` (utterances of similar length
+    together, less padding; read from the file headers at the first training loader).
 
     Batches are dicts: ``waveforms [B, S]``, ``lengths [B]`` (samples), ``labels [B]`` (when
     the data has labels), ``texts``, ``speakers``, ``alignments`` (lists of
@@ -144,9 +156,10 @@ class SpeechDataModule(L.LightningDataModule):
         sample_rate: int = 16_000,
         max_seconds: float | None = 10.0,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         shuffle: bool = True,
+        group_by_length: bool = False,
         skip_bad_files: bool = False,
         vocabulary: str | os.PathLike | None = None,
         require_targets: bool = True,
@@ -162,7 +175,10 @@ class SpeechDataModule(L.LightningDataModule):
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
         self.manifest, self.folder = manifest, folder
         self.sample_rate, self.max_seconds = sample_rate, max_seconds
-        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        self.batch_size, self.shuffle, self.group_by_length = batch_size, shuffle, group_by_length
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        if self.num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}")
         # Page-locked batches copy to a GPU asynchronously; without one they only cost memory.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skip_bad_files = skip_bad_files
@@ -374,10 +390,21 @@ class SpeechDataModule(L.LightningDataModule):
         dataset = self.dataset(split)
         if len(dataset) == 0:
             raise ManifestError(f"the {split} split of {self.manifest or self.folder} is empty")
+        sampler = None
+        if shuffle and self.group_by_length:
+            trainer = self.trainer  # None outside a Trainer
+            sampler = LengthGroupedSampler(
+                dataset.durations(),
+                self.batch_size,
+                seed=torch.initial_seed() % 2**31,  # seed_everything's seed: the same on every process
+                num_replicas=trainer.world_size if trainer is not None else 1,
+                rank=trainer.global_rank if trainer is not None else 0,
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_utterances,

@@ -49,7 +49,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_tx.data.audio import AudioError, load_audio, waveform_from_array
-from lightning_tx.data.datamodule import collate_utterances
+from lightning_tx.data.datamodule import collate_utterances, default_num_workers
 from lightning_tx.data.manifest import ManifestError
 
 SPLITS = ("train", "val", "test")
@@ -352,7 +352,8 @@ class StreamingSpeechDataModule(L.LightningDataModule):
         sample_rate: the rate of the waveforms (Hz): the encoder's.
         max_seconds: keep only each utterance's first ``max_seconds`` seconds.
         batch_size: utterances per batch.
-        num_workers: DataLoader workers per process; they share the stream (see the module docstring).
+        num_workers: DataLoader workers per process; they share the stream (see the module
+            docstring). Default: as :class:`~lightning_tx.data.SpeechDataModule` (0 without CUDA).
     """
 
     def __init__(
@@ -367,11 +368,12 @@ class StreamingSpeechDataModule(L.LightningDataModule):
         sample_rate: int = 16_000,
         max_seconds: float | None = 10.0,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        num_workers = default_num_workers() if num_workers is None else num_workers
         if num_workers < 0:
             raise ValueError(f"`num_workers` must be >= 0, got {num_workers}")
         self.streams = {
