@@ -223,6 +223,7 @@ def pretrain(
             learning_rate=learning_rate,
             encoder_learning_rate=learning_rate,
             blank_labels=["sil"],
+            standardize=False,
         )
     trainer = L.Trainer(
         max_epochs=max_epochs,

@@ -114,6 +114,54 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
     assert (ranked / "confirm.png").stat().st_size > 0
 
 
+def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path):
+    args = [
+        "confirm",
+        "--model",
+        "lightning_tx.finetune.FineTuneModule",
+        "--data.manifest",
+        str(tiny_corpus),
+        "--data.batch_size",
+        "6",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ranking",
+        str(ranked / "ranking.json"),
+        "--max_epochs",
+        "2",
+        "--all",
+        "true",
+        "--learning_rates",
+        "[0.0001, 0.05]",
+        "--seeds",
+        "[0, 1, 2]",
+    ]
+    main(args)
+    report = json.loads((tmp_path / "confirm.json").read_text())
+    assert report["seeds"] == [0, 1, 2] and len(report["runs"]) == 3
+    for run in report["runs"]:
+        val = {float(rate): value for rate, value in run["val"].items()}
+        assert set(val) == {0.0001, 0.05}
+        assert run["learning_rate"] == max(val, key=lambda rate: (val[rate], -rate))  # ties: the first listed
+        assert len(run["results"]) == 3 and run["result"] == pytest.approx(sum(run["results"]) / 3)
+        mean = run["result"]
+        assert run["result_std"] == pytest.approx((sum((r - mean) ** 2 for r in run["results"]) / 2) ** 0.5)
+    # two rates with the first seed, then two more seeds at the chosen rate: 4 fine-tunes per candidate
+    files = list((tmp_path / "confirm").glob("*.json"))
+    assert len(files) == 4 * 3
+    runs = [json.loads(f.read_text()) for f in files]
+    assert {(r["learning_rate"], r["seed"]) for r in runs} >= {(0.0001, 0), (0.05, 0)}
+    main(args)  # everything is on disk: nothing trains again, the report is the same
+    assert len(list((tmp_path / "confirm").glob("*.json"))) == 12
+    assert json.loads((tmp_path / "confirm.json").read_text())["runs"] == report["runs"]
+    markdown = (tmp_path / "confirm.md").read_text()
+    assert "accuracy (mean ± sd, 3 seeds)" in markdown and "learning rate" in markdown
+
+
 def test_fit_subcommand_ctc(tmp_path, tiny_corpus):
     main(
         [

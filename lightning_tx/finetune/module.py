@@ -17,6 +17,37 @@ TASKS = ("classification", "ctc")
 MODES = ("frozen", "top_n", "full")
 
 
+class RunningStandardize(nn.Module):
+    """z-scores ``[N, D]`` features with the mean and variance of every training row seen.
+
+    In training mode each batch first enters the running sums (float64, no gradient), then is
+    standardised with them, so a batch of one row works, unlike BatchNorm's batch statistics.
+    After each whole training epoch the statistics are exactly the training split's (an epoch
+    repeats the same rows); evaluation uses them as they are (before any training: the
+    identity).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sum", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("sum_squares", torch.zeros(dim, dtype=torch.float64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                rows = x.detach().double()
+                self.count += rows.shape[0]
+                self.sum += rows.sum(0)
+                self.sum_squares += rows.square().sum(0)
+        if self.count == 0:  # evaluated before any training (e.g. Lightning's sanity check)
+            return x
+        mean = self.sum / self.count
+        variance = (self.sum_squares / self.count - mean.square()).clamp_min(0)
+        return (x - mean.to(x.dtype)) / (variance + self.eps).sqrt().to(x.dtype)
+
+
 class FineTuneModule(L.LightningModule):
     """Fine-tunes ``encoder`` up to ``layer`` with a task head.
 
@@ -26,6 +57,10 @@ class FineTuneModule(L.LightningModule):
         ``"ctc"``: frame-level CTC over the alignment labels of the data (e.g. phones, with
         ``blank_labels`` such as ``sil`` left out of the targets); ``per`` (token error rate,
         via ``torchmetrics`` ``WordErrorRate`` over space-separated tokens) logged.
+
+    With ``standardize`` (the default) the head's input is z-scored (:class:`RunningStandardize`),
+    as in linear probing (MAE's BatchNorm without affine parameters): the head sees features
+    of unit scale whatever the encoder's, so one learning rate suits every candidate.
 
     Modes: ``"frozen"`` (only the head trains), ``"top_n"`` (the ``top_n`` encoder layers below
     ``layer`` train too), ``"full"`` (every encoder parameter trains). Encoders without
@@ -48,6 +83,7 @@ class FineTuneModule(L.LightningModule):
         encoder_learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
         blank_labels: list[str] | None = None,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -58,6 +94,7 @@ class FineTuneModule(L.LightningModule):
         self.encoder = encoder_from_spec(encoder) if isinstance(encoder, str) else encoder
         self.tokens: list[str] | None = None
         self.head: nn.Module | None = None
+        self.norm: nn.Module | None = None
 
     # ---------------------------------------------------------------- setup
     @property
@@ -73,6 +110,8 @@ class FineTuneModule(L.LightningModule):
         layer = self.hparams.layer % self.encoder.num_layers
         self.layer = layer
         dim = self.encoder.layer_dims[layer]
+        if self.hparams.standardize:
+            self.norm = RunningStandardize(dim)
         if self.hparams.task == "classification":
             classes = self.hparams.num_classes or (datamodule.num_classes if datamodule is not None else None)
             if not classes:
@@ -141,7 +180,10 @@ class FineTuneModule(L.LightningModule):
         if self.hparams.task == "classification":
             mask = lengths_to_mask(frame_lengths, hidden.shape[1]).unsqueeze(-1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-            return self.head(pooled)
+            return self.head(pooled if self.norm is None else self.norm(pooled))
+        if self.norm is not None:  # z-score the valid frames only: padding must not enter the statistics
+            valid = lengths_to_mask(frame_lengths, hidden.shape[1])
+            hidden = hidden.masked_scatter(valid.unsqueeze(-1), self.norm(hidden[valid]))
         return self.head(hidden).log_softmax(-1), frame_lengths
 
     def _ctc_targets(self, batch: dict) -> tuple[Tensor, Tensor, list[str]]:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lightning_tx.data.datamodule import SpeechDataModule
+from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.finetune.cache import CachedFeatureDataModule
 from lightning_tx.finetune.module import FineTuneModule
 from lightning_tx.loggers import TxWandbLogger
@@ -31,16 +32,25 @@ TRAINER_KEYS = ("accelerator", "devices", "precision", "num_nodes", "strategy")
 class ConfirmSettings:
     """What ``confirm`` fine-tunes and how.
 
+    A result users can trust is not one run at one learning rate: a candidate that fails
+    with the recipe's rate would read as a bad model. So each candidate trains at every rate
+    of ``learning_rates`` with the first seed, keeps the rate with the best validation
+    result, trains again at that rate with the other ``seeds``, and reports the mean test
+    result over the seeds with its standard deviation.
+
     Attributes:
         ranking: path of a ``ranking.json`` written by ``rank``.
         top_k: fine-tune the ``top_k`` best-ranked candidates...
         all: ...or all of them.
-        only: run just the ``only``-th selected candidate (0-based) and write its result file,
+        only: run just the ``only``-th selected candidate (0-based) and write its result files,
             e.g. one cluster job each; a later ``confirm`` without ``only`` collects them.
         max_epochs: epochs of each fine-tune.
         limit_train_batches: as the ``Trainer`` argument, for each fine-tune.
         cache_features: with a ``mode="frozen"`` recipe, compute each candidate's frames once
             and train the head on them (:class:`~lightning_tx.finetune.CachedFeatureDataModule`).
+        learning_rates: the head's learning rates to sweep, chosen on the validation split;
+            ``None``: the recipe's ``learning_rate`` alone.
+        seeds: each fine-tune is seeded (head initialisation, batch order) with these.
     """
 
     ranking: str
@@ -50,6 +60,14 @@ class ConfirmSettings:
     max_epochs: int = 5
     limit_train_batches: float | int = 1.0
     cache_features: bool = True
+    learning_rates: list[float] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("confirm needs at least one seed (--seeds)")
+        if self.learning_rates is not None and (not self.learning_rates or min(self.learning_rates) <= 0):
+            raise ValueError(f"--learning_rates must be positive numbers, got {self.learning_rates}")
 
 
 def confirm_ranking(
@@ -70,19 +88,74 @@ def confirm_ranking(
     rows = ranking["rows"] if settings.all else ranking["rows"][: settings.top_k]
     if settings.only is not None and not 0 <= settings.only < len(rows):
         raise ValueError(f"--only must be in [0, {len(rows) - 1}], got {settings.only}")
+    recipe = {k: v for k, v in model.hparams.items() if k not in ("encoder", "layer") and not k.startswith("_")}
+    rates = settings.learning_rates or [recipe.get("learning_rate", 1e-3)]
+    if len(rates) > 1:
+        datamodule.setup("fit")
+        if not datamodule.records("val"):
+            raise ValueError(
+                f"--learning_rates {rates} are chosen on the validation split, but {datamodule.manifest} has no "
+                "'val' rows: add some, or give one learning rate"
+            )
     results_dir = run_dir / "confirm"
     results_dir.mkdir(parents=True, exist_ok=True)
-    recipe = {k: v for k, v in model.hparams.items() if k not in ("encoder", "layer") and not k.startswith("_")}
-    group = ranking.get("wandb_group") or slug(ranking_path.parent.name)
+    context = _Context(datamodule, settings, run_dir, ranking.get("wandb_group") or slug(ranking_path.parent.name),
+                       trainer_kwargs)  # fmt: skip
     selected = range(len(rows)) if settings.only is None else [settings.only]
-    files = [results_dir / result_name(row, recipe, settings) for row in rows]
-    for i in selected:
-        if not files[i].is_file():  # an identical fine-tune (candidate, layer, recipe) is reused
-            _finetune_one(i, rows[i], recipe, datamodule, settings, files[i], run_dir, group, trainer_kwargs)
+    confirmed = {i: _confirm_one(i, rows[i], recipe, rates, context) for i in selected}
     if settings.only is not None:
         return {}
-    runs = [json.loads(file.read_text()) for file in files]
-    return _publish_confirmation(ranking, runs, run_dir, loggers)
+    return _publish_confirmation(ranking, [confirmed[i] for i in range(len(rows))], run_dir, loggers)
+
+
+@dataclass
+class _Context:
+    datamodule: SpeechDataModule
+    settings: ConfirmSettings
+    run_dir: Path
+    group: str
+    trainer_kwargs: dict[str, Any]
+
+
+def _confirm_one(index: int, row: dict, recipe: dict, rates: list[float], context: _Context) -> dict[str, Any]:
+    """One candidate: the sweep with the first seed, then the other seeds at the chosen rate;
+    each run's result file is reused when it exists. Returns the candidate's summary."""
+    settings = context.settings
+    data = None  # built on the first run that is not on disk, then shared by the others
+
+    def run(rate: float, seed: int) -> dict[str, Any]:
+        nonlocal data
+        file = context.run_dir / "confirm" / result_name(row, {**recipe, "learning_rate": rate}, settings, seed)
+        if not file.is_file():  # an identical fine-tune (candidate, layer, recipe, seed) is reused
+            encoder = instantiate_class((), row["encoder"])
+            if data is None:
+                data = _finetune_data(context.datamodule, encoder, row["layer"], recipe, settings)
+            _finetune_one(index, row, {**recipe, "learning_rate": rate}, seed, encoder, data, file, context)
+        return json.loads(file.read_text(encoding="utf-8"))
+
+    first = settings.seeds[0]
+    sweep = {rate: run(rate, first) for rate in rates}
+    higher = next(iter(sweep.values()))["result_higher_is_better"]
+    # the best validation result; ties go to the first rate listed
+    best = max(rates, key=lambda rate: (1 if higher else -1) * sweep[rate]["val"])
+    runs = [sweep[best]] + [run(best, seed) for seed in settings.seeds[1:]]
+    results = [r["result"] for r in runs]
+    mean = sum(results) / len(results)
+    std = math.sqrt(sum((r - mean) ** 2 for r in results) / (len(results) - 1)) if len(results) > 1 else 0.0
+    return {
+        "candidate": row["candidate"],
+        "layer": row["layer"],
+        "scores": row["scores"],
+        "result": mean,
+        "result_std": std,
+        "results": results,
+        "seeds": list(settings.seeds),
+        "learning_rate": best,
+        "val": {str(rate): sweep[rate]["val"] for rate in rates},
+        "result_metric": runs[0]["result_metric"],
+        "result_higher_is_better": higher,
+        "seconds": sum(r["seconds"] for r in [*sweep.values(), *runs[1:]]),
+    }
 
 
 def _defined(statistics: dict[str, float]) -> dict[str, float | None]:
@@ -90,55 +163,68 @@ def _defined(statistics: dict[str, float]) -> dict[str, float | None]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in statistics.items()}
 
 
-def result_name(row: dict[str, Any], recipe: dict[str, Any], settings: ConfirmSettings) -> str:
+def result_name(row: dict[str, Any], recipe: dict[str, Any], settings: ConfirmSettings, seed: int) -> str:
     """The result file of one fine-tune: named by candidate, layer and a digest of the
-    encoder and the recipe (and epochs), so another recipe never reuses these results."""
+    encoder, the recipe (its learning rate included), the epochs and the seed, so another
+    recipe never reuses these results."""
     what = {
         "encoder": row["encoder"],
         "layer": row["layer"],
         "recipe": recipe,
         "max_epochs": settings.max_epochs,
         "limit_train_batches": settings.limit_train_batches,
+        "seed": seed,
     }
     digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{slug(row['candidate'])}-L{row['layer']}-{digest}.json"
+
+
+def _finetune_data(
+    datamodule: SpeechDataModule, encoder: FrozenEncoder, layer: int, recipe: dict, settings: ConfirmSettings
+) -> L.LightningDataModule:
+    if recipe.get("mode", "frozen") == "frozen" and settings.cache_features:  # the encoder runs once, not per run
+        return CachedFeatureDataModule(datamodule, encoder, layer)
+    return datamodule.at_sample_rate(encoder.sample_rate)
 
 
 def _finetune_one(
     index: int,
     row: dict,
     recipe: dict,
-    datamodule: SpeechDataModule,
-    settings: ConfirmSettings,
+    seed: int,
+    encoder: FrozenEncoder,
+    data: L.LightningDataModule,
     result_file: Path,
-    run_dir: Path,
-    group: str,
-    trainer_kwargs: dict[str, Any],
+    context: _Context,
 ) -> None:
+    settings = context.settings
     name = f"{row['candidate']}-L{row['layer']}"
-    rank_zero_info(f"[confirm] fine-tuning {index + 1}: {name}")
-    encoder = instantiate_class((), row["encoder"])
+    rate = recipe["learning_rate"]
+    rank_zero_info(f"[confirm] fine-tuning {index + 1}: {name}, learning rate {rate:g}, seed {seed}")
+    L.seed_everything(seed, verbose=False)
     module = FineTuneModule(encoder=encoder, layer=row["layer"], **recipe)
-    run_root = run_dir / "confirm" / slug(name)
+    run_name = f"{slug(name)}-lr{rate:g}-seed{seed}"
+    run_root = context.run_dir / "confirm" / slug(name)
     loggers = [
-        CSVLogger(str(run_root), name="csv"),
+        CSVLogger(str(run_root), name="csv", version=run_name),
         TxWandbLogger(
-            save_dir=str(run_dir),
-            group=group,
+            save_dir=str(context.run_dir),
+            group=context.group,
             job_type="finetune",
-            name=slug(name),
+            name=run_name,
             config={
                 "candidate": row["candidate"],
                 "layer": row["layer"],
                 "encoder": row["encoder"],
                 "scores": row["scores"],
                 "recipe": recipe,
+                "seed": seed,
                 "max_epochs": settings.max_epochs,
             },
         ),
     ]
     trainer = L.Trainer(
-        **{k: v for k, v in trainer_kwargs.items() if k in TRAINER_KEYS},
+        **{k: v for k, v in context.trainer_kwargs.items() if k in TRAINER_KEYS},
         max_epochs=settings.max_epochs,
         limit_train_batches=settings.limit_train_batches,
         logger=loggers,
@@ -148,17 +234,16 @@ def _finetune_one(
         num_sanity_val_steps=0,
     )
     started = time.perf_counter()
-    if recipe.get("mode", "frozen") == "frozen" and settings.cache_features:  # the encoder runs once, not per epoch
-        data = CachedFeatureDataModule(datamodule, encoder, row["layer"])
-    else:
-        data = datamodule.at_sample_rate(encoder.sample_rate)
     trainer.fit(module, datamodule=data)
+    metric = module.result_metric
+    validated = trainer.validate(module, datamodule=data, verbose=False)[0] if _has_val(data) else {}
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     seconds = time.perf_counter() - started
-    result = float(tested[f"test/{module.result_metric}"])
+    result = float(tested[f"test/{metric}"])
+    val = float(validated[f"val/{metric}"]) if validated else float("nan")
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update({f"test/{module.result_metric}": result})
+            logger.experiment.summary.update({f"test/{metric}": result, f"val/{metric}": val})
             logger.experiment.finish()
     if trainer.is_global_zero:
         result_file.write_text(
@@ -166,16 +251,23 @@ def _finetune_one(
                 {
                     "candidate": row["candidate"],
                     "layer": row["layer"],
-                    "scores": row["scores"],
+                    "learning_rate": rate,
+                    "seed": seed,
                     "result": result,
-                    "result_metric": module.result_metric,
-                    "result_higher_is_better": module.result_metric != "per",
+                    "val": val,
+                    "result_metric": metric,
+                    "result_higher_is_better": metric != "per",
                     "seconds": seconds,
                 },
                 indent=2,
             ),
             encoding="utf-8",
         )
+
+
+def _has_val(data: L.LightningDataModule) -> bool:
+    source = data.source if isinstance(data, CachedFeatureDataModule) else data
+    return bool(source.records("val"))
 
 
 @rank_zero_only
@@ -191,6 +283,7 @@ def _publish_confirmation(ranking: dict, runs: list[dict], run_dir: Path, logger
         "ranking": ranking.get("manifest"),
         "estimators": estimators,
         "result_metric": runs[0]["result_metric"],
+        "seeds": runs[0]["seeds"],
         "runs": runs,
         "agreement": {
             e: _defined(
@@ -203,8 +296,12 @@ def _publish_confirmation(ranking: dict, runs: list[dict], run_dir: Path, logger
     paths = write_confirmation(run_dir, report)
     flat = {f"confirm/{e}/{k}": v for e, a in report["agreement"].items() for k, v in a.items() if v is not None}
     metric = report["result_metric"]
-    columns = ["candidate", "layer", *estimators, metric]
-    data = [[r["candidate"], r["layer"], *(r["scores"][e] for e in estimators), r["result"]] for r in runs]
+    columns = ["candidate", "layer", *estimators, metric, f"{metric}_std", "learning_rate"]
+    data = [
+        [r["candidate"], r["layer"], *(r["scores"][e] for e in estimators), r["result"], r["result_std"],
+         r["learning_rate"]]
+        for r in runs
+    ]  # fmt: skip
     for logger in loggers:
         logger.log_metrics(flat)
         if isinstance(logger, WandbLogger):

@@ -121,14 +121,18 @@ def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> di
     paths = {"json": run_dir / "confirm.json", "md": run_dir / "confirm.md", "png": run_dir / "confirm.png"}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     metric = report["result_metric"]
+    seeds = report.get("seeds", [0])
+    result_header = f"{metric} (mean ± sd, {len(seeds)} seeds)" if len(seeds) > 1 else metric
     lines = [
-        f"| candidate | layer | {' | '.join(report['estimators'])} | {metric} | seconds |",
-        "|---|---:|" + "---:|" * len(report["estimators"]) + "---:|---:|",
+        f"| candidate | layer | {' | '.join(report['estimators'])} | {result_header} | learning rate | seconds |",
+        "|---|---:|" + "---:|" * len(report["estimators"]) + "---:|---:|---:|",
     ]
     for run in report["runs"]:
         scores = " | ".join(_fmt(run["scores"][e]) for e in report["estimators"])
+        result = _fmt(run["result"]) + (f" ± {run['result_std']:.4f}" if len(seeds) > 1 else "")
         lines.append(
-            f"| {run['candidate']} | {run['layer']} | {scores} | {_fmt(run['result'])} | {run['seconds']:.1f} |"
+            f"| {run['candidate']} | {run['layer']} | {scores} | {result} | {run['learning_rate']:g} | "
+            f"{run['seconds']:.1f} |"
         )
     lines += [
         "",
@@ -150,7 +154,8 @@ def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> di
         ax.axis("off")
     for ax, estimator in zip(axes.flat, estimators, strict=False):
         scores = [run["scores"][estimator] for run in report["runs"]]
-        ax.scatter(scores, results, s=16)
+        ax.errorbar(scores, results, yerr=[run["result_std"] for run in report["runs"]], fmt="o", markersize=4,
+                    elinewidth=0.8, capsize=2)  # fmt: skip
         ax.margins(0.2)  # room for the labels inside the axes
         for i, (run, x, y) in enumerate(zip(report["runs"], scores, results, strict=True)):
             offset = (4, 4 + 7 * (i % 3) - 7)  # stagger neighbours' labels

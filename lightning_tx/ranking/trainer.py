@@ -131,6 +131,8 @@ class TxTrainer(L.Trainer):
         max_epochs: int = 5,
         limit_train_batches: float | int = 1.0,
         cache_features: bool = True,
+        learning_rates: list[float] | None = None,
+        seeds: list[int] | None = None,
     ) -> dict[str, Any]:
         """Fine-tune the best-ranked candidates with one recipe and check the ranking.
 
@@ -138,8 +140,11 @@ class TxTrainer(L.Trainer):
             model: the recipe: a :class:`FineTuneModule` whose settings (task, mode, learning
                 rates) every fine-tune uses; its own encoder, if any, is ignored.
             datamodule: the task's data (train/val for fine-tuning, test for the result).
-            ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features: see
-                :class:`~lightning_tx.ranking.confirm.ConfirmSettings`.
+            ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features,
+                learning_rates, seeds: see :class:`~lightning_tx.ranking.confirm.ConfirmSettings`
+                (``seeds`` defaults to ``[0]``).
         """
-        settings = ConfirmSettings(ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features)
+        settings = ConfirmSettings(
+            ranking, top_k, all, only, max_epochs, limit_train_batches, cache_features, learning_rates, seeds or [0]
+        )
         return confirm_ranking(model, datamodule, settings, self.run_dir, self._init_kwargs, self.loggers)
