@@ -101,8 +101,28 @@ def test_torchaudio_wav2vec2_from_state_dict(tmp_path, waveforms):
     out = _check_output(encoder, waveforms)
     assert encoder.num_layers == 3 and encoder.frame_rate == 50.0
     assert out.frame_lengths.tolist() == [49, 28, 12]
-    random = TorchaudioEncoder("wav2vec2_model", None, TORCHAUDIO_WAV2VEC2)
+    random = TorchaudioEncoder("wav2vec2_model", None, TORCHAUDIO_WAV2VEC2, init_seed=1)
     assert not torch.equal(random(waveforms).hidden_states[0], encoder(waveforms).hidden_states[0])
+
+
+@pytest.mark.parametrize("kind", ["conformer", "wav2vec2"])
+def test_random_weights_come_from_init_seed_alone(kind):
+    def build(**kwargs):
+        if kind == "conformer":
+            return ConformerEncoder(None, **CONFORMER, **kwargs)
+        return TorchaudioEncoder("wav2vec2_model", None, TORCHAUDIO_WAV2VEC2, **kwargs)
+
+    torch.manual_seed(5)
+    first = build().state_dict()
+    state = torch.random.get_rng_state()
+    torch.rand(7)  # another global random state: the same network
+    second = build().state_dict()
+    other = build(init_seed=1).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    torch.manual_seed(5)
+    build()
+    assert torch.equal(torch.random.get_rng_state(), state)  # building draws nothing from the global state
 
 
 def test_conformer_from_state_dict(tmp_path, waveforms):

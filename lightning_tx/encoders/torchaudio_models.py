@@ -3,6 +3,7 @@ frames, each loaded from a state-dict file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -62,6 +63,9 @@ class TorchaudioEncoder(FrozenEncoder):
             weights, an untrained baseline).
         builder_kwargs: keyword arguments of the builder.
         sample_rate: rate the model expects (Hz).
+        init_seed: the seed of the random weights (the global random state is left as it is), so
+            an untrained candidate is the same network wherever it is built (``rank``,
+            ``confirm``, every process).
         device, precision: see :class:`FrozenEncoder`.
     """
 
@@ -73,6 +77,7 @@ class TorchaudioEncoder(FrozenEncoder):
         sample_rate: int = 16_000,
         device: str | torch.device | None = None,
         precision: str = "32",
+        init_seed: int = 0,
     ) -> None:
         super().__init__(precision)
         if builder not in _WAV2VEC2_BUILDERS:
@@ -83,8 +88,10 @@ class TorchaudioEncoder(FrozenEncoder):
             "builder_kwargs": builder_kwargs,
             "sample_rate": sample_rate,
             "precision": precision,
+            "init_seed": init_seed,
         }
-        self.model = getattr(torchaudio.models, builder)(**(builder_kwargs or {}))
+        with seeded(init_seed):
+            self.model = getattr(torchaudio.models, builder)(**(builder_kwargs or {}))
         _load_state_dict(self.model, state_dict)
         self.model.eval()
         self.sample_rate = sample_rate
@@ -243,12 +250,22 @@ class LogMelConformer(nn.Module):
         return self.encode_frames(x, frame_lengths), frame_lengths
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw random numbers (CPU generator) from ``seed`` inside the block, leaving the
+    global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class ConformerEncoder(FrozenEncoder):
     """A :class:`LogMelConformer` loaded from a state-dict file; layer 0 is the input
     projection, layer ``k`` the output of Conformer layer ``k``.
 
     Args:
         state_dict: path of the saved ``LogMelConformer`` state dict (None: random weights).
+        init_seed: the seed of the random weights (see :class:`TorchaudioEncoder`).
         device, precision: see :class:`FrozenEncoder`.
         model_kwargs: the ``LogMelConformer`` architecture (must match the state dict).
     """
@@ -261,15 +278,18 @@ class ConformerEncoder(FrozenEncoder):
         *,
         device: str | torch.device | None = None,
         precision: str = "32",
+        init_seed: int = 0,
         **model_kwargs: Any,
     ) -> None:
         super().__init__(precision)
         self.init_args = {
             "state_dict": None if state_dict is None else os.fspath(state_dict),
             "precision": precision,
+            "init_seed": init_seed,
             **model_kwargs,
         }
-        self.model = LogMelConformer(**model_kwargs)
+        with seeded(init_seed):
+            self.model = LogMelConformer(**model_kwargs)
         _load_state_dict(self.model, state_dict)
         self.model.eval()
         self.sample_rate = self.model.sample_rate
