@@ -73,8 +73,9 @@ def test_rank_writes_the_ranking(ranked):
     assert rows[0]["encoder"]["class_path"].startswith("lightning_tx.encoders")
 
 
-def test_confirm_all_then_only(ranked, tiny_corpus):
-    args = [
+def _confirm_args(ranked, tiny_corpus, run_dir, max_epochs: int) -> list[str]:
+    """``train.py confirm`` of the ``ranked`` fixture's ranking on the tiny corpus, into ``run_dir``."""
+    return [
         "confirm",
         "--model",
         "lightning_tx.finetune.FineTuneModule",
@@ -83,7 +84,7 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
         "--data.batch_size",
         "6",
         "--trainer.default_root_dir",
-        str(ranked),
+        str(run_dir),
         "--trainer.accelerator",
         "cpu",
         "--trainer.enable_progress_bar",
@@ -91,8 +92,12 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
         "--ranking",
         str(ranked / "ranking.json"),
         "--max_epochs",
-        "1",
+        str(max_epochs),
     ]
+
+
+def test_confirm_all_then_only(ranked, tiny_corpus):
+    args = _confirm_args(ranked, tiny_corpus, ranked, max_epochs=1)
     rows = json.loads((ranked / "ranking.json").read_text())["rows"]
     main([*args, "--top_k", "2", "--only", "1"])
     written = sorted(p.name for p in (ranked / "confirm").glob("*.json"))
@@ -115,31 +120,8 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
 
 
 def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path):
-    args = [
-        "confirm",
-        "--model",
-        "lightning_tx.finetune.FineTuneModule",
-        "--data.manifest",
-        str(tiny_corpus),
-        "--data.batch_size",
-        "6",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--ranking",
-        str(ranked / "ranking.json"),
-        "--max_epochs",
-        "2",
-        "--all",
-        "true",
-        "--learning_rates",
-        "[0.0001, 0.05]",
-        "--seeds",
-        "[0, 1, 2]",
-    ]
+    args = _confirm_args(ranked, tiny_corpus, tmp_path, max_epochs=2)
+    args += ["--all", "true", "--learning_rates", "[0.0001, 0.05]", "--seeds", "[0, 1, 2]"]
     main(args)
     report = json.loads((tmp_path / "confirm.json").read_text())
     assert report["seeds"] == [0, 1, 2] and len(report["runs"]) == 3

@@ -236,11 +236,12 @@ def _finetune_one(
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     metric = module.result_metric
-    validated = trainer.validate(module, datamodule=data, verbose=False)[0] if _has_val(data) else {}
+    # fit validates after every epoch: its last value is the validation result of the final weights
+    validated = trainer.callback_metrics.get(f"val/{metric}")
+    val = float(validated) if validated is not None else float("nan")
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     seconds = time.perf_counter() - started
     result = float(tested[f"test/{metric}"])
-    val = float(validated[f"val/{metric}"]) if validated else float("nan")
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update({f"test/{metric}": result, f"val/{metric}": val})
@@ -263,11 +264,6 @@ def _finetune_one(
             ),
             encoding="utf-8",
         )
-
-
-def _has_val(data: L.LightningDataModule) -> bool:
-    source = data.source if isinstance(data, CachedFeatureDataModule) else data
-    return bool(source.records("val"))
 
 
 @rank_zero_only
