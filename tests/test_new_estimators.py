@@ -8,11 +8,13 @@ from conftest import classification_data
 from reference import reference_class_swd, reference_knn, reference_logme_standardized
 
 from lightning_tx.functional import (
+    Segments,
     class_sliced_wasserstein,
     knn_accuracy,
     logme,
     random_projections,
     segment_means,
+    selected_frames,
 )
 from lightning_tx.metrics import KNNAccuracy, LogME, build_metric
 from lightning_tx.scoring import LayerScorer, add_layer_ensemble, rank_average
@@ -55,6 +57,33 @@ def test_segment_means_pool_runs_of_one_label():
     means, segment_labels, rows = segment_means(features, labels, mask)
     assert means.flatten().tolist() == [0.5, 2.0, 4.0, 6.0, 8.0]
     assert segment_labels.tolist() == [1, 2, 1, 0, 3] and rows.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_frames_by_index_are_the_masked_frames_and_segments_are_found_once():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 7, 4, generator=generator)
+    mask = torch.rand(3, 7, generator=generator) > 0.3
+    labels = torch.randint(0, 2, (3, 7), generator=generator)
+    index = selected_frames(mask)
+    assert torch.equal(features.flatten(0, 1).index_select(0, index), features[mask])
+    segments = Segments.find(labels, mask, index)
+    # the segments from their definition: maximal runs of counted frames with one label
+    runs = []
+    for row in range(3):
+        for t in range(7):
+            if not mask[row, t]:
+                continue
+            if t and mask[row, t - 1] and labels[row, t] == labels[row, t - 1]:
+                runs[-1][2].append(t)
+            else:
+                runs.append((row, int(labels[row, t]), [t]))
+    assert segments.labels.tolist() == [label for _, label, _ in runs]
+    assert segments.utterances.tolist() == [row for row, _, _ in runs]
+    for layer in (features, 2 * features + 1):  # another layer of the batch reuses the segments
+        expected = torch.stack([layer[row, steps].double().mean(0) for row, _, steps in runs])
+        torch.testing.assert_close(segments.means(layer), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"labels and mask \[B, T\]"):
+        Segments.find(labels[:, :3], mask)
 
 
 @pytest.mark.parametrize("k", [1, 5])

@@ -2,11 +2,13 @@
 
 from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
 from lightning_tx.functional.frames import (
+    Segments,
     flatten_frames,
     frame_mask,
     frame_targets,
     lengths_to_mask,
     segment_means,
+    selected_frames,
     tih_frames,
 )
 from lightning_tx.functional.gbc import gbc, gbc_from_statistics
@@ -39,7 +41,9 @@ __all__ = [
     "knn_accuracy",
     "logme_from_class_statistics",
     "logme_standardized_from_class_statistics",
+    "Segments",
     "segment_means",
+    "selected_frames",
     "standardized_class_statistics",
     "class_statistics",
     "flatten_frames",

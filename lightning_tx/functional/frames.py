@@ -7,6 +7,8 @@ utterance-level targets are broadcast to every valid frame of their utterance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -114,13 +116,57 @@ def tih_frames(
     return frames, (None if targets is None else frame_targets(targets, valid))
 
 
+def selected_frames(mask: Tensor) -> Tensor:
+    """``[N]`` flat indices ``b * T + t`` of the True frames of a ``[B, T]`` mask, in
+    utterance and time order (the order of ``features[mask]``). Reading a batch's frames
+    with ``features.flatten(0, 1).index_select(0, index)`` for every layer costs one host
+    synchronisation per batch (here), where ``features[mask]`` costs one per layer."""
+    return mask.flatten().nonzero().squeeze(1)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The labelled segments of a batch (see :func:`segment_means`), found once and shared
+    by every layer: ``frames [N]`` flat indices of the counted frames, ``segment [N]`` the
+    segment of each, ``sizes [S]`` float64 frames per segment, ``labels [S]`` and
+    ``utterances [S]`` (the batch row of each segment)."""
+
+    frames: Tensor
+    segment: Tensor
+    sizes: Tensor
+    labels: Tensor
+    utterances: Tensor
+
+    @classmethod
+    def find(cls, labels: Tensor, mask: Tensor, frames: Tensor | None = None) -> Segments:
+        """Segments of ``[B, T]`` labels under a ``[B, T]`` mask (``frames``: the mask's
+        :func:`selected_frames`, when already computed)."""
+        if labels.shape != mask.shape or mask.ndim != 2:
+            raise ValueError(f"expected labels and mask [B, T], got {tuple(labels.shape)} and {tuple(mask.shape)}")
+        labels = labels.to(mask.device)
+        frames = selected_frames(mask) if frames is None else frames
+        previous_valid = torch.nn.functional.pad(mask[:, :-1], (1, 0), value=False)
+        previous_label = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=-1)
+        starts = (mask & (~previous_valid | (labels != previous_label))).flatten()
+        segment = (starts.cumsum(0) - 1).index_select(0, frames)
+        first = starts.nonzero().squeeze(1)  # the flat index of each segment's first frame
+        sizes = torch.bincount(segment, minlength=len(first)).to(torch.float64)
+        return cls(frames, segment, sizes, labels.flatten().index_select(0, first), first // mask.shape[1])
+
+    def means(self, features: Tensor) -> Tensor:
+        """``[S, D]`` float64 means of ``[B, T, D]`` features over each segment."""
+        frames = features.flatten(0, 1).index_select(0, self.frames.to(features.device)).to(torch.float64)
+        sums = frames.new_zeros(len(self.sizes), features.shape[-1]).index_add_(0, self.segment, frames)
+        return sums / self.sizes.unsqueeze(1)
+
+
 def segment_means(features: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean of each labelled segment: a maximal run of valid frames with one label.
 
     For utterance labels (every frame of an utterance labelled alike) a segment is the whole
     utterance, so this is mean pooling; for frame labels (e.g. phones from an alignment) it
     is one vector per token. A masked frame (padding, or an excluded label such as silence)
-    ends a segment.
+    ends a segment. (Several layers of one batch: find the :class:`Segments` once.)
 
     Args:
         features: ``[B, T, D]`` frames.
@@ -136,15 +182,5 @@ def segment_means(features: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tenso
             f"expected features [B, T, D] with labels and mask [B, T], got {tuple(features.shape)}, "
             f"{tuple(labels.shape)} and {tuple(mask.shape)}"
         )
-    mask = mask.to(features.device)
-    labels = labels.to(features.device)
-    previous_valid = torch.nn.functional.pad(mask[:, :-1], (1, 0), value=False)
-    previous_label = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=-1)
-    starts = mask & (~previous_valid | (labels != previous_label))
-    segment = (starts.flatten().cumsum(0) - 1).view(mask.shape)[mask]
-    count = int(starts.sum())
-    frames = features[mask].to(torch.float64)
-    sums = frames.new_zeros(count, features.shape[-1]).index_add_(0, segment, frames)
-    sizes = torch.bincount(segment, minlength=count).to(torch.float64)
-    rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)
-    return sums / sizes.unsqueeze(1), labels[starts], rows[starts]
+    segments = Segments.find(labels, mask.to(features.device))
+    return segments.means(features), segments.labels, segments.utterances

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.frames import segment_means
+from lightning_tx.functional.frames import Segments, selected_frames
 from lightning_tx.functional.linalg import as_float64
 from lightning_tx.functional.validation import UndefinedScore
 from lightning_tx.metrics.class_statistics import ClassStatisticsMetric
@@ -123,14 +123,18 @@ class LayerScorer:
         """
         device = hidden_states[self.layers[0]].device
         mask = mask.to(device)
-        rows, steps = torch.nonzero(mask).unbind(1)  # utterance and time step of each frame
-        frame_labels = None if labels is None else labels.to(device)[mask]
+        # One host synchronisation per batch: every layer reads its frames by these indices.
+        index = selected_frames(mask)
+        steps_per_row = mask.shape[1]
+        rows, steps = index // steps_per_row, index % steps_per_row  # utterance and time step of each frame
+        frame_labels = None if labels is None else labels.to(device).flatten().index_select(0, index)
+        segments = Segments.find(labels, mask, index) if self.needs_segments else None
         for layer in self.layers:
             hidden = hidden_states[layer]
-            frames = as_float64(hidden[mask])  # cast once, shared by the layer's estimators
+            frames = as_float64(hidden.flatten(0, 1).index_select(0, index))  # cast once, shared by the estimators
             levels = {False: (frames, frame_labels, rows)}
-            if self.needs_segments:
-                levels[True] = segment_means(hidden, labels, mask)
+            if segments is not None:
+                levels[True] = (segments.means(hidden), segments.labels, segments.utterances)
             for (kind, pooled), _ in self.shared.items():
                 vectors, vector_labels, groups = levels[pooled]
                 accumulator = self.accumulators[(kind, pooled, layer)]
@@ -151,11 +155,14 @@ class LayerScorer:
         """Add one batch of source-domain frames (for the estimators that compare domains)."""
         sources = [n for n in self.separate if get_estimator(n).needs_source]
         shared = [key for key in self.accumulators if key[0] == PROJECTIONS]
-        for layer in self.layers if sources or shared else []:
+        if not (sources or shared):
+            return
+        mask = mask.to(hidden_states[self.layers[0]].device)
+        index = selected_frames(mask)  # one host synchronisation per batch, as in update
+        rows, steps = index // mask.shape[1], index % mask.shape[1]
+        for layer in self.layers:
             hidden = hidden_states[layer]
-            valid = mask.to(hidden.device)
-            rows, steps = torch.nonzero(valid).unbind(1)
-            frames = as_float64(hidden[valid])
+            frames = as_float64(hidden.flatten(0, 1).index_select(0, index))
             metrics = [self.metrics[(layer, name)] for name in sources]
             metrics += [self.accumulators[key] for key in shared if key[2] == layer]
             for metric in metrics:
