@@ -34,7 +34,7 @@ import yaml
 from lightning_tx.cli import main as cli_main
 from lightning_tx.data.augment import degrade_manifest
 from lightning_tx.data.corpus import build_corpus
-from lightning_tx.pretraining import SMALL_CONFORMER, pretrain_conformer
+from lightning_tx.pretraining import SMALL_CONFORMER, pretrain
 
 # The benchmark's default first (it orders the ranking), then the others for comparison.
 DEMO_ESTIMATORS = [
@@ -52,7 +52,15 @@ CONFIRM_LEARNING_RATES = (0.01, 0.03, 0.1)
 NOISE_SNRS_DB = (5.0, 0.0, -5.0)
 
 
-def _candidates(pretrained: Path) -> list[dict]:
+# name -> (pre-training objective, what it learns); all on the German half, same budget
+PRETRAINED = {
+    "conformer-de-ctc": ("ctc", "German phones"),
+    "conformer-de-speaker": ("speaker", "German speakers"),
+    "conformer-de-units": ("masked_units", "masked units of German audio"),
+}
+
+
+def _candidates(pretrained: dict[str, Path]) -> list[dict]:
     conformer = "lightning_tx.encoders.ConformerEncoder"
     return [
         {"name": "fbank", "encoder": {"class_path": "lightning_tx.encoders.Filterbank", "init_args": {"n_mels": 40}}},
@@ -61,10 +69,9 @@ def _candidates(pretrained: Path) -> list[dict]:
             "name": "conformer-untrained",
             "encoder": {"class_path": conformer, "init_args": {"state_dict": None, **SMALL_CONFORMER}},
         },
-        {
-            "name": "conformer-de-ctc",
-            "encoder": {"class_path": conformer, "init_args": {"state_dict": str(pretrained), **SMALL_CONFORMER}},
-        },
+    ] + [
+        {"name": name, "encoder": {"class_path": conformer, "init_args": {"state_dict": str(path), **SMALL_CONFORMER}}}
+        for name, path in pretrained.items()
     ]
 
 
@@ -83,10 +90,12 @@ def run(run_dir: Path, data_dir: Path, quick: bool = False) -> dict:
     if not task.is_file():
         print(f"[demo] adding reverberation and pink noise (SNR {NOISE_SNRS_DB} dB) to the English half -> {task}")
         degrade_manifest(corpus / "manifest-en.csv", task.parent, NOISE_SNRS_DB, rt60=0.4, seed=0)
-    pretrained = data_dir / "models" / ("conformer-de-quick.pt" if quick else "conformer-de-ctc.pt")
-    if not pretrained.is_file():
-        print(f"[demo] pre-training a small Conformer on German phones -> {pretrained}")
-        pretrain_conformer(corpus / "manifest-de.csv", pretrained, max_epochs=3 if quick else 20)
+    pretrained = {}
+    for name, (objective, what) in PRETRAINED.items():
+        path = pretrained[name] = data_dir / "models" / f"{name}{'-quick' if quick else ''}.pt"
+        if not path.is_file():
+            print(f"[demo] pre-training a small Conformer on {what} -> {path}")
+            pretrain(objective, corpus / "manifest-de.csv", path, max_epochs=3 if quick else 20)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     common = {
@@ -146,7 +155,7 @@ def run(run_dir: Path, data_dir: Path, quick: bool = False) -> dict:
     )
 
     report = json.loads((run_dir / "confirm.json").read_text(encoding="utf-8"))
-    print("\n=== lightning-tx demo: English keyword spotting in noise, 4 encoders, every layer ===")
+    print("\n=== lightning-tx demo: English keyword spotting in noise, 6 encoders, every layer ===")
     print((run_dir / "ranking.md").read_text(encoding="utf-8"))
     print((run_dir / "confirm.md").read_text(encoding="utf-8"))
     rows = json.loads((run_dir / "ranking.json").read_text(encoding="utf-8"))["rows"]

@@ -241,11 +241,6 @@ def pretrain(
     return paths
 
 
-def pretrain_conformer(manifest: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> Path:
-    """CTC phone pre-training (see :func:`pretrain`); returns the saved state dict's path."""
-    return next(iter(pretrain("ctc", manifest, out, **kwargs).values()))
-
-
 def main(argv: list[str] | None = None) -> dict[int, Path]:
     parser = argparse.ArgumentParser(description="Pre-train a small log-mel Conformer.")
     parser.add_argument("--manifest", required=True)
