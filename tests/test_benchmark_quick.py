@@ -36,3 +36,17 @@ def test_ranking_quality_quick(tmp_path):
     before = report.read_text()
     benchmark.main(["--report-only", "--out", str(tmp_path / "docs")])
     assert report.read_text() == before
+
+
+def test_selection_check_reproduces_its_document():
+    """benchmarks/selection_check.py on docs/benchmark.json gives the numbers docs/estimator-selection.md quotes."""
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "selection_check", os.path.join(HERE, "..", "benchmarks", "selection_check.py")
+    )
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    means = check.main([])
+    document = open(os.path.join(HERE, "..", "docs", "estimator-selection.md"), encoding="utf-8").read()
+    quoted = f"best single estimator {means['single']:.3f}, best ensemble of <= 3 {means['ensemble']:.3f}"
+    assert quoted in document
