@@ -99,6 +99,45 @@ def test_layer_selection_and_errors():
         LayerScorer([4], ["logme", "nope"], 3)
 
 
+def test_bad_values_are_checked_once_per_batch_and_name_the_layer(monkeypatch):
+    from lightning_tx.functional import validation
+
+    estimators = ["logme", "hscore", "gbc", "pooled_logme", "knn", "sliced_wasserstein"]
+    scorer = LayerScorer([4, 4, 4], estimators, 3)
+    hidden = [torch.randn(2, 5, 4) for _ in range(3)]
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    labels = torch.tensor([[0] * 5, [2] * 5])
+    calls = []
+    real = validation.torch.aminmax
+    monkeypatch.setattr(validation.torch, "aminmax", lambda x: calls.append(1) or real(x))
+    scorer.update(hidden, mask, labels)
+    scorer.update_source(hidden, mask)
+    assert len(calls) == 1  # the labels' range: once for the batch, not per layer and estimator
+    hidden[2] = hidden[2].clone()
+    hidden[2][1, 3] = float("nan")  # padding: not scored, so not an error
+    scorer.update(hidden, mask, labels)
+    hidden[1] = hidden[1].clone()
+    hidden[1][1, 1] = float("inf")
+    with pytest.raises(ValueError, match="layer 1 frames. contains NaN or Inf in 1 of 8 frames"):
+        scorer.update(hidden, mask, labels)
+    with pytest.raises(ValueError, match="layer 1 frames"):
+        scorer.update_source(hidden, mask)
+    with pytest.raises(ValueError, match=r"class ids in \[1, 3\] but num_classes=3"):
+        scorer.update([torch.randn(2, 5, 4) for _ in range(3)], mask, labels + 1)
+
+
+def test_values_checked_by_caller_skips_value_checks_only():
+    from lightning_tx.functional.validation import check_class_labels, check_features, values_checked_by_caller
+
+    with values_checked_by_caller():
+        check_features(torch.tensor([[float("nan")]]))
+        check_class_labels(torch.tensor([7]), 3)
+        with pytest.raises(ValueError, match="shape"):
+            check_features(torch.zeros(3))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        check_features(torch.tensor([[float("nan")]]))
+
+
 # --------------------------------------------------------------------------- labels
 def _manifest(tmp_path, tiny_corpus, rows_filter=None):
     rows = list(csv.DictReader(open(tiny_corpus)))

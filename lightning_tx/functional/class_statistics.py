@@ -82,7 +82,8 @@ def class_statistics(
     """The sums of :class:`ClassStatistics` for ``[N, D]`` features and ``[N]`` class ids."""
     features = as_float64(features)
     labels = labels.to(features.device).long()
-    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    # index_add_, not bincount: on a GPU bincount reads the largest label back to the host
+    counts = features.new_zeros(num_classes).index_add_(0, labels, features.new_ones(labels.shape[0]))
     sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
     stats = ClassStatistics(class_counts=counts, class_sums=sums)
     squares = features**2 if with_sq_sums or with_fourth_moments else None

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+_VALUES_CHECKED_BY_CALLER = contextvars.ContextVar("values_checked_by_caller", default=False)
+
+
+@contextlib.contextmanager
+def values_checked_by_caller() -> Iterator[None]:
+    """Inside the block, :func:`check_features` and :func:`check_class_labels` check shapes
+    and dtypes only, not values (finiteness, the range of class ids): for a caller that has
+    checked the values of a whole batch once, such as the scoring engine, where a check per
+    layer and estimator would each wait for the GPU."""
+    token = _VALUES_CHECKED_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED_BY_CALLER.reset(token)
 
 
 class UndefinedScore(ValueError):
@@ -22,9 +41,11 @@ def check_features(features: Tensor, name: str = "features", *, finite: bool = T
         raise ValueError(f"`{name}` must have shape [N, D], got {tuple(features.shape)}")
     if not features.is_floating_point():
         raise TypeError(f"`{name}` must be a floating tensor, got dtype {features.dtype}")
+    if not finite or _VALUES_CHECKED_BY_CALLER.get():
+        return
     # Fast path: a finite sum means every entry is finite (NaN and Inf propagate); a
     # non-finite sum may be an overflow, so the full scan decides.
-    if finite and not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
+    if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
         raise ValueError(
             f"`{name}` contains NaN or Inf in {bad.numel()} of {features.shape[0]} frames (first at row {int(bad[0])})"
@@ -37,9 +58,9 @@ def check_class_labels(labels: Tensor, num_classes: int, name: str = "targets") 
         raise ValueError(f"`{name}` must have shape [N] of class ids, got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold integer class ids, got dtype {labels.dtype}")
-    if labels.numel() == 0:
+    if labels.numel() == 0 or _VALUES_CHECKED_BY_CALLER.get():
         return
-    low, high = int(labels.min()), int(labels.max())
+    low, high = torch.stack(torch.aminmax(labels)).tolist()  # one synchronisation for both
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"`{name}` holds class ids in [{low}, {high}] but num_classes={num_classes}: "

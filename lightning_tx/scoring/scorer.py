@@ -12,7 +12,12 @@ from torch import Tensor
 
 from lightning_tx.functional.frames import Segments, selected_frames
 from lightning_tx.functional.linalg import as_float64
-from lightning_tx.functional.validation import UndefinedScore
+from lightning_tx.functional.validation import (
+    UndefinedScore,
+    check_class_labels,
+    check_features,
+    values_checked_by_caller,
+)
 from lightning_tx.metrics.class_statistics import ClassStatisticsMetric
 from lightning_tx.metrics.registry import PROJECTIONS, SAMPLE, STATISTICS, Estimator, build_metric, get_estimator
 from lightning_tx.metrics.sample import LabelledSampleMetric
@@ -128,28 +133,45 @@ class LayerScorer:
         steps_per_row = mask.shape[1]
         rows, steps = index // steps_per_row, index % steps_per_row  # utterance and time step of each frame
         frame_labels = None if labels is None else labels.to(device).flatten().index_select(0, index)
+        if frame_labels is not None and self.num_classes:
+            check_class_labels(frame_labels, self.num_classes)  # once for the batch, not per layer and estimator
         segments = Segments.find(labels, mask, index) if self.needs_segments else None
-        for layer in self.layers:
-            hidden = hidden_states[layer]
-            frames = as_float64(hidden.flatten(0, 1).index_select(0, index))  # cast once, shared by the estimators
-            levels = {False: (frames, frame_labels, rows)}
-            if segments is not None:
-                levels[True] = (segments.means(hidden), segments.labels, segments.utterances)
-            for (kind, pooled), _ in self.shared.items():
-                vectors, vector_labels, groups = levels[pooled]
-                accumulator = self.accumulators[(kind, pooled, layer)]
-                if kind == PROJECTIONS:
-                    accumulator.update(frames, domain="target", steps=steps, utterances=rows)
-                elif kind == SAMPLE:
-                    accumulator.update(vectors, vector_labels, groups=groups)
-                else:
-                    accumulator.update(vectors, vector_labels)
-            for name in self.separate:
-                metric = self.metrics[(layer, name)]
-                if get_estimator(name).needs_source:
-                    metric.update(frames, domain="target", steps=steps, utterances=rows)
-                else:
-                    metric.update(frames, frame_labels)
+        finite = []
+        with values_checked_by_caller():
+            for layer in self.layers:
+                hidden = hidden_states[layer]
+                frames = as_float64(hidden.flatten(0, 1).index_select(0, index))  # cast once, for every estimator
+                finite.append(torch.isfinite(frames.sum()))
+                levels = {False: (frames, frame_labels, rows)}
+                if segments is not None:
+                    levels[True] = (segments.means(hidden), segments.labels, segments.utterances)
+                for (kind, pooled), _ in self.shared.items():
+                    vectors, vector_labels, groups = levels[pooled]
+                    accumulator = self.accumulators[(kind, pooled, layer)]
+                    if kind == PROJECTIONS:
+                        accumulator.update(frames, domain="target", steps=steps, utterances=rows)
+                    elif kind == SAMPLE:
+                        accumulator.update(vectors, vector_labels, groups=groups)
+                    else:
+                        accumulator.update(vectors, vector_labels)
+                for name in self.separate:
+                    metric = self.metrics[(layer, name)]
+                    if get_estimator(name).needs_source:
+                        metric.update(frames, domain="target", steps=steps, utterances=rows)
+                    else:
+                        metric.update(frames, frame_labels)
+        self._check_finite(hidden_states, index, finite)
+
+    def _check_finite(self, hidden_states: Sequence[Tensor], index: Tensor, finite: list[Tensor]) -> None:
+        """One synchronisation for every layer of a batch: raise, naming the layer, if its
+        selected frames hold NaN or Inf (a non-finite sum may be an overflow: the layer's
+        full scan decides)."""
+        if not finite or bool(torch.stack(finite).all()):
+            return
+        for layer, layer_finite in zip(self.layers, finite, strict=True):
+            if not bool(layer_finite):
+                frames = as_float64(hidden_states[layer].flatten(0, 1).index_select(0, index))
+                check_features(frames, name=f"layer {layer} frames")
 
     def update_source(self, hidden_states: Sequence[Tensor], mask: Tensor) -> None:
         """Add one batch of source-domain frames (for the estimators that compare domains)."""
@@ -160,13 +182,16 @@ class LayerScorer:
         mask = mask.to(hidden_states[self.layers[0]].device)
         index = selected_frames(mask)  # one host synchronisation per batch, as in update
         rows, steps = index // mask.shape[1], index % mask.shape[1]
-        for layer in self.layers:
-            hidden = hidden_states[layer]
-            frames = as_float64(hidden.flatten(0, 1).index_select(0, index))
-            metrics = [self.metrics[(layer, name)] for name in sources]
-            metrics += [self.accumulators[key] for key in shared if key[2] == layer]
-            for metric in metrics:
-                metric.update(frames, domain="source", steps=steps, utterances=rows)
+        finite = []
+        with values_checked_by_caller():
+            for layer in self.layers:
+                frames = as_float64(hidden_states[layer].flatten(0, 1).index_select(0, index))
+                finite.append(torch.isfinite(frames.sum()))
+                metrics = [self.metrics[(layer, name)] for name in sources]
+                metrics += [self.accumulators[key] for key in shared if key[2] == layer]
+                for metric in metrics:
+                    metric.update(frames, domain="source", steps=steps, utterances=rows)
+        self._check_finite(hidden_states, index, finite)
 
     def compute(self) -> dict[str, dict[int, float]]:
         """``{estimator: {layer: score}}`` (collective). A score the estimator cannot define on
