@@ -150,7 +150,10 @@ class Segments:
         starts = (mask & (~previous_valid | (labels != previous_label))).flatten()
         segment = (starts.cumsum(0) - 1).index_select(0, frames)
         first = starts.nonzero().squeeze(1)  # the flat index of each segment's first frame
-        sizes = torch.bincount(segment, minlength=len(first)).to(torch.float64)
+        # index_add_, not bincount: on a GPU bincount reads the largest id back to the host
+        sizes = torch.zeros(len(first), dtype=torch.float64, device=mask.device).index_add_(
+            0, segment, torch.ones(len(segment), dtype=torch.float64, device=mask.device)
+        )
         return cls(frames, segment, sizes, labels.flatten().index_select(0, first), first // mask.shape[1])
 
     def means(self, features: Tensor) -> Tensor:
