@@ -86,3 +86,38 @@ def test_both_solution_paths_match_the_reference(shrinkage, offset, path, monkey
     reference = reference_hscore_shrinkage if shrinkage else reference_hscore
     assert value == pytest.approx(reference(features.numpy(), labels.numpy()), rel=1e-5 if offset else 1e-10)
     assert (taken[0] is not None) == (path == "gram")
+
+
+@pytest.mark.parametrize(
+    ("estimator", "offset"),
+    [
+        ("hscore", 1e7),
+        ("halpha", 1e4),  # the fourth moments cancel twice the digits the covariance does
+        ("gbc", 1e7),
+        ("logme_standardized", 1e7),
+    ],
+)
+def test_offsets_beyond_float64_resolution_raise_instead_of_scoring_round_off(estimator, offset):
+    from lightning_tx.functional import UndefinedScore, logme
+
+    scores = {
+        "hscore": lambda f, y: hscore(f, y),
+        "halpha": lambda f, y: hscore(f, y, shrinkage=True),
+        "gbc": lambda f, y: gbc(f, y),
+        "logme_standardized": lambda f, y: logme(f, y, standardize=True),
+    }
+    features, labels = classification_data(500, 8, 3)
+    exact = float(scores[estimator](features, labels))
+    # an offset the estimators still resolve gives the offset-free value (all four are shift-invariant)
+    assert float(scores[estimator](features + offset / 1e3, labels)) == pytest.approx(exact, rel=1e-3)
+    with pytest.raises(UndefinedScore, match="offset"):
+        scores[estimator](features + offset, labels)
+
+
+def test_standardized_logme_drops_a_dimension_whose_variance_is_round_off():
+    from lightning_tx.functional import logme
+
+    features, labels = classification_data(500, 8, 3)
+    unresolved = 1e9 + 1e-6 * torch.randn(500, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with_it = logme(torch.cat([features, unresolved], 1), labels, standardize=True)
+    assert float(with_it) == pytest.approx(float(logme(features, labels, standardize=True)), rel=1e-12)

@@ -13,6 +13,12 @@ import torch
 from torch import Tensor
 
 from lightning_tx.functional.linalg import as_float64, gram_matrix
+from lightning_tx.functional.validation import UndefinedScore
+
+# Centring streamed raw moments, ``sum f^2 / N - mu^2``, keeps about
+# ``16 - log10(E[f^2] / var)`` of float64's digits: below this ratio of spread to raw second
+# moment (a mean about 3e5 times the spread) fewer than 5 are left.
+MIN_RESOLVED_SPREAD = 1e-11
 
 
 @dataclass
@@ -105,6 +111,21 @@ def _mean_and_covariance(stats: ClassStatistics) -> tuple[Tensor, Tensor]:
     n = stats.num_frames
     mean = stats.feature_sum / n
     return mean, stats.gram / n - torch.outer(mean, mean)
+
+
+def check_spread_resolved(spread: Tensor, raw_second_moment: Tensor, estimator: str) -> None:
+    """Raise :class:`~lightning_tx.functional.UndefinedScore` when the features' spread
+    (a summed variance, scalar) is too small against their raw second moment (the same sum
+    of ``E[f^2]``) to be recovered from streamed sums in float64: the centred moments would
+    be round-off, and the score silently wrong."""
+    if float(spread) >= MIN_RESOLVED_SPREAD * float(raw_second_moment):
+        return
+    ratio = float(raw_second_moment) / max(float(spread), torch.finfo(torch.float64).tiny)
+    raise UndefinedScore(
+        f"{estimator} cannot be computed: the features barely vary against their offset (mean square about "
+        f"{ratio:.1e} times the variance, so centring their streamed sums in float64 leaves round-off); "
+        "subtract a typical frame (e.g. an estimate of the mean) from the features before scoring"
+    )
 
 
 def between_class_factor(stats: ClassStatistics) -> Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
+from lightning_tx.functional.class_statistics import ClassStatistics, check_spread_resolved, class_statistics
 from lightning_tx.functional.validation import (
     UndefinedScore,
     check_classes_present,
@@ -52,6 +52,9 @@ def gbc_from_statistics(stats: ClassStatistics, *, gaussian_type: str = "diagona
     counts = stats.class_counts.unsqueeze(1)
     means = stats.class_sums / counts  # [C, D]
     variances = (stats.class_sq_sums / counts - means**2).clamp_min(0)
+    check_spread_resolved(
+        (variances * counts).sum() / stats.num_frames, stats.class_sq_sums.sum() / stats.num_frames, "GBC"
+    )
     if gaussian_type == "spherical":
         variances = variances.mean(1, keepdim=True).expand_as(means)
     floor = variances.mean().clamp_min(torch.finfo(torch.float64).tiny) * 1e-12

@@ -19,7 +19,8 @@ implementations cancels in H and changes H_alpha by N/(N-1)). Higher is better; 
 most ``C - 1``. The Ledoit-Wolf coefficient needs the centred fourth moment
 :math:`\sum_k |f_k - \mu|^4`, which is expanded into additive raw moments so that it
 streams; features with a large common offset lose digits in that expansion (about
-``log10(|mu|^2 / var)`` of them), which is harmless for a shrinkage coefficient.
+``log10(|mu|^4 / var^2)`` of them), and where too few are left H_alpha raises
+:class:`~lightning_tx.functional.UndefinedScore` rather than return round-off.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lightning_tx.functional.class_statistics import (
     ClassStatistics,
     _mean_and_covariance,
     between_class_factor,
+    check_spread_resolved,
     class_statistics,
 )
 from lightning_tx.functional.validation import (
@@ -89,14 +91,25 @@ def ledoit_wolf_shrinkage(stats: ClassStatistics) -> Tensor:
     mean_sq = mean @ mean
     # sum_k |f_k - mu|^4 expanded into raw moments (q = |f|^2, r = f . mu):
     # sum (q - 2r + |mu|^2)^2
-    centered_norm4 = (
-        stats.norm4_sum
-        - 4 * (stats.norm2_weighted_sum @ mean)
-        + 4 * (mean @ stats.gram @ mean)
-        + 2 * mean_sq * torch.trace(stats.gram)
-        - 4 * mean_sq * (stats.feature_sum @ mean)
-        + n * mean_sq**2
+    terms = torch.stack(
+        [
+            stats.norm4_sum,
+            -4 * (stats.norm2_weighted_sum @ mean),
+            4 * (mean @ stats.gram @ mean),
+            2 * mean_sq * torch.trace(stats.gram),
+            -4 * mean_sq * (stats.feature_sum @ mean),
+            n * mean_sq**2,
+        ]
     )
+    centered_norm4 = terms.sum()
+    # The expansion cancels about log10(|mu|^4 / var^2) digits, twice what centring the
+    # covariance loses (at 1e-14 of the terms the result is off by about 1%): refuse below that.
+    if float(centered_norm4) <= 1e-14 * float(terms.abs().sum()):
+        raise UndefinedScore(
+            "H_alpha's Ledoit-Wolf shrinkage cannot be computed: the features' common offset is so large against "
+            "their spread that their centred fourth moment, expanded from streamed raw moments, is round-off in "
+            "float64; subtract a typical frame (e.g. an estimate of the mean) from the features before scoring"
+        )
     mu = torch.trace(cov) / dim
     cov_sq = (cov**2).sum()
     beta = (centered_norm4 / n - cov_sq) / (dim * n)
@@ -121,9 +134,10 @@ def hscore_from_statistics(stats: ClassStatistics, *, shrinkage: bool = False) -
             "covariance singular, so any labelling looks separable (H = C - 1); use halpha (shrinkage) or "
             "score more frames"
         )
+    _, cov = _mean_and_covariance(stats)
+    check_spread_resolved(torch.trace(cov), torch.trace(stats.gram) / frames, "H_alpha" if shrinkage else "H-score")
     factor = between_class_factor(stats)  # B = M^T M, rank <= C
     if shrinkage:
-        _, cov = _mean_and_covariance(stats)
         alpha, spread = ledoit_wolf_shrinkage(stats), torch.trace(cov) / dim
         if float(spread) <= 0:
             raise UndefinedScore("the features are constant over the frames: H_alpha is undefined")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_tx.functional.class_statistics import ClassStatistics, class_statistics
+from lightning_tx.functional.class_statistics import MIN_RESOLVED_SPREAD, ClassStatistics, class_statistics
 from lightning_tx.functional.linalg import as_float64, gram_matrix
 from lightning_tx.functional.validation import (
     UndefinedScore,
@@ -219,13 +219,16 @@ def logme_from_class_statistics(stats: ClassStatistics, **solver: Any) -> Tensor
 def standardized_class_statistics(stats: ClassStatistics) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """LogME's statistics of z-scored features and centred one-hot targets, from the sums.
 
-    Each feature dimension is centred and divided by its standard deviation over the frames
-    (constant dimensions are dropped), and each one-hot target column is centred (an
-    intercept): ``G' = S^-1 (G - N mu mu^T) S^-1``, ``F'^T y' = S^-1 (F^T y - n_c mu)``,
+    Each feature dimension is centred and divided by its standard deviation over the frames,
+    and each one-hot target column is centred (an intercept):
+    ``G' = S^-1 (G - N mu mu^T) S^-1``, ``F'^T y' = S^-1 (F^T y - n_c mu)``,
     ``|y'|^2 = n_c - n_c^2 / N``. The result is invariant to ``f -> A f + b`` for any
     diagonal ``A`` with non-zero entries (so to any rescaling and shift), up to round-off:
     centring the streamed raw moments loses about ``log10(mu_d^2 / var_d)`` of float64's 16
-    digits in a dimension whose mean is large against its spread.
+    digits in a dimension whose mean is large against its spread. Constant dimensions are
+    dropped, and so are those whose variance is below ``MIN_RESOLVED_SPREAD`` of their mean
+    square: for them only round-off is left, which z-scoring would blow up to a
+    unit-variance random dimension.
 
     Returns:
         ``(gram [D', D'], cross [D', C], target_sq [C], num_frames)``.
@@ -236,9 +239,14 @@ def standardized_class_statistics(stats: ClassStatistics) -> tuple[Tensor, Tenso
     mean = stats.feature_sum / n
     centred_gram = stats.gram - n * torch.outer(mean, mean)
     variance = centred_gram.diagonal() / n
-    keep = variance > variance.max().clamp_min(0) * torch.finfo(torch.float64).eps * 16
+    keep = (variance > variance.max().clamp_min(0) * torch.finfo(torch.float64).eps * 16) & (
+        variance > MIN_RESOLVED_SPREAD * stats.gram.diagonal() / n
+    )
     if int(keep.sum()) == 0:
-        raise UndefinedScore("every feature dimension is constant over the frames: nothing to score")
+        raise UndefinedScore(
+            "every feature dimension is constant over the frames, or so nearly constant against its offset that "
+            "its variance is round-off in float64 (subtract a typical frame from the features): nothing to score"
+        )
     scale = variance[keep].sqrt()
     gram = centred_gram[keep][:, keep] / torch.outer(scale, scale)
     cross = (stats.class_sums[:, keep] - stats.class_counts.unsqueeze(1) * mean[keep]).T / scale.unsqueeze(1)
