@@ -4,12 +4,13 @@ On a CPU, with nothing downloaded:
 
 1. synthesize the built-in corpus (English and German spoken keywords; cached in ``data/``)
    and a noisy copy of the English half (reverberation, pink noise at 5, 0 and -5 dB);
-2. pre-train a small log-mel Conformer with CTC phone recognition on the German half
-   (cached), so that the candidates differ in what they learned;
-3. ``train.py rank``: score every layer of four encoders (log-mel filterbank, MFCC, the
-   Conformer untrained, the Conformer pre-trained) on English keyword spotting in noise
-   with the benchmark's default estimator first, then pooled LogME, the ensemble, LogME,
-   H_alpha, GBC and TIH-SWD (German audio as the source domain);
+2. pre-train three small log-mel Conformers on the German half (cached), one per objective
+   (CTC phones, speaker classes, masked units), so that the candidates differ as hub
+   checkpoints do;
+3. ``train.py rank``: score every layer of six encoders (log-mel filterbank, MFCC, the
+   Conformer untrained, the three pre-trained Conformers) on English keyword spotting in
+   noise with the benchmark's default estimator first (it orders the ranking), then
+   the others for comparison (German audio as TIH-SWD's source domain);
 4. ``train.py confirm --all true``: fine-tune a linear head on every scored layer with one
    recipe (frozen, z-scored features, computed once per layer), its learning rate chosen on
    the validation split from a sweep, then the mean test accuracy over 3 seeds; report how
