@@ -20,7 +20,8 @@ versioned in ``benchmarks/zoo`` (about 26 MB) and only pre-trained where a check
 5. **Ground truth** (``benchmarks/probes.py``): every layer of every candidate with a frozen
    linear head, and the last Conformer layer partially fine-tuned (``top_n``), each with
    the learning rate chosen on the validation split and the mean and spread of 3 seeds.
-6. **Report** (``benchmarks/quality_report.py``): ``docs/benchmark.md`` and plots.
+6. **Report** (``benchmarks/quality_report.py``): ``docs/benchmark.md`` and plots, with each
+   task's reliability: how well its ground truth agrees with a re-measurement of itself.
 
     .venv/bin/python benchmarks/ranking_quality.py            # full setting (under 60 min on 2 cores)
     .venv/bin/python benchmarks/ranking_quality.py --quick    # CI setting (1-3 min)
@@ -379,6 +380,8 @@ def run_task(setting: Setting, task: Task, zoo: list[dict[str, Any]], manifest: 
             for s in ("train", "val", "test")
         }
         encode_seconds = time.perf_counter() - started
+        # what the test metric averages over: reference phones (CTC) or utterances
+        test_units = sum(map(len, splits["test"].tokens)) if task.ctc else len(splits["test"].frame_lengths)
         common = {"num_outputs": labels.num_classes, "ctc": task.ctc, "seeds": setting.seeds, "recipe": setting.recipe}
         started = time.perf_counter()
         frozen = {k: ground_truth(splits, k, **common) for k in range(encoder.num_layers)}
@@ -406,6 +409,7 @@ def run_task(setting: Setting, task: Task, zoo: list[dict[str, Any]], manifest: 
         "metric": "1 - phone error rate" if task.ctc else "accuracy",
         "num_classes": labels.num_classes,
         "utterances": counts,
+        "test_units": test_units,
         "candidates": candidates,
     }
 

@@ -24,8 +24,11 @@ def test_ranking_quality_quick(tmp_path):
     for task in ("minimal-pairs", "phones"):
         assert f"## Task: {task}" in text and (tmp_path / "docs" / f"benchmark-{task}.png").is_file()
     assert "| *random order* |" in text and "## Cost" in text and "Wilcoxon" in text
+    assert "| *reliability (exact results)* |" in text
     assert "### model-wise, last layer fine-tuned (top_n=1)" in text
     data = json.loads((tmp_path / "docs" / "benchmark.json").read_text())
+    assert data["tasks"]["minimal-pairs"]["test_units"] == data["tasks"]["minimal-pairs"]["utterances"]["test"]
+    assert data["tasks"]["phones"]["test_units"] > data["tasks"]["phones"]["utterances"]["test"]  # phones
     names = {entry["name"] for entry in data["zoo"]}
     assert {"untrained", "units-en", "fbank", "mfcc"} <= names
     candidate = data["tasks"]["phones"]["candidates"]["ctc-en@2"]
@@ -50,3 +53,36 @@ def test_selection_check_reproduces_its_document():
     document = open(os.path.join(HERE, "..", "docs", "estimator-selection.md"), encoding="utf-8").read()
     quoted = f"best single estimator {means['single']:.3f}, best ensemble of <= 3 {means['ensemble']:.3f}"
     assert quoted in document
+
+
+def _task(means, seeds_by_candidate, test_units):
+    candidates = {
+        f"c{i}": {"frozen": {"0": {"mean": m, "test": seeds}}}
+        for i, (m, seeds) in enumerate(zip(means, seeds_by_candidate, strict=True))
+    }
+    return {"candidates": candidates, "test_units": test_units, "utterances": {"test": test_units}}
+
+
+def test_reliability_of_the_ground_truth():
+    """The Spearman rho of the ground truth against a re-measurement: 1 without noise, lower
+    with fewer test units or noisier seeds, and for two candidates far apart against their
+    errors, near 1."""
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    from quality_report import reliability
+
+    means = [0.30, 0.35, 0.40, 0.45, 0.50, 0.55]
+    steady = [[m] * 3 for m in means]
+    exact = reliability(_task(means, steady, 10**12))
+    assert exact == pytest.approx(1.0, abs=1e-9)
+    large, small = reliability(_task(means, steady, 2000)), reliability(_task(means, steady, 40))
+    assert 0.9 < large < 1.0 and 0.0 < small < large
+    noisy_seeds = [[m - 0.1, m, m + 0.1] for m in means]
+    assert reliability(_task(means, noisy_seeds, 2000)) < large
+    # Two candidates: rho is +1 when the redrawn pair keeps the measured order, -1 otherwise, and
+    # it keeps it with probability Phi(d / sqrt(sigma_1^2 + sigma_2^2)).
+    from scipy.stats import norm
+
+    two = _task([0.50, 0.52], [[0.50] * 3, [0.52] * 3], 2500)
+    sigma = (0.5 * 0.5 / 2500) ** 0.5  # about the same for both
+    kept = norm.cdf(0.02 / (2**0.5 * sigma))
+    assert reliability(two, draws=20000) == pytest.approx(2 * kept - 1, abs=0.02)
