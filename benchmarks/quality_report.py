@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from lightning_tx.metrics import get_estimator
-from lightning_tx.ranking.statistics import rank_agreement
+from lightning_tx.ranking.statistics import rank_agreement, result_reliability, result_standard_error
 from lightning_tx.scoring import rank_average
 
 ENSEMBLE = "ensemble"
@@ -91,29 +91,21 @@ def layerwise(task: dict[str, Any], estimators: list[str]) -> dict[str, dict[str
 
 
 def reliability(task: dict[str, Any], draws: int = 2000) -> float:
-    """How well the model-wise frozen-head ground truth agrees with a re-measurement of itself.
-
-    Each candidate's result (its best layer's mean over seeds) is redrawn with its standard
-    error: the test set's sampling error, binomial over the units the metric averages (test
-    utterances; reference phones for 1 - phone error rate, whose errors cluster within
-    utterances, so there it is a lower bound), plus the seeds' standard error of the mean.
-    Returns the mean Spearman rho between the measured results and the redrawn ones: about
-    what an estimator that knew every candidate's exact result would reach against this
-    ground truth. A task whose reliability is below a goal cannot show an estimator meeting it.
-    """
+    """How well the model-wise frozen-head ground truth agrees with a re-measurement of itself
+    (:func:`~lightning_tx.ranking.statistics.result_reliability`): each candidate's best layer,
+    with its seeds' standard error and the binomial error of its test units (test utterances;
+    reference phones for 1 - phone error rate, whose errors cluster within utterances, so
+    there it is a lower bound). A task whose reliability is below a goal cannot show an
+    estimator meeting it."""
     units = task.get("test_units", task["utterances"]["test"])
-    means, errors = [], []
+    results, errors = [], []
     for candidate in task["candidates"].values():
         best = max(candidate["frozen"].values(), key=lambda r: r["mean"])
-        p = min(max(best["mean"], 0.0), 1.0)
         seeds = np.asarray(best["test"], dtype=float)
-        seed_variance = float(seeds.var(ddof=1)) / len(seeds) if len(seeds) > 1 else 0.0
-        means.append(best["mean"])
-        errors.append(math.sqrt(p * (1 - p) / units + seed_variance))
-    means_array, errors_array = np.asarray(means), np.asarray(errors)
-    rng = np.random.default_rng(0)
-    redrawn = means_array + errors_array * rng.standard_normal((draws, len(means)))
-    return float(np.mean([stats.spearmanr(means_array, row).statistic for row in redrawn]))
+        spread = float(seeds.std(ddof=1)) if len(seeds) > 1 else 0.0
+        results.append(best["mean"])
+        errors.append(result_standard_error(best["mean"], spread, len(seeds), units))
+    return result_reliability(results, errors, draws=draws)
 
 
 def agreement(scores: list[float], truth: list[float], estimator: str) -> dict[str, float]:

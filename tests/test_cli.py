@@ -1,6 +1,8 @@
 """train.py subcommands on tiny settings, W&B modes, rank statistics."""
 
+import csv
 import json
+import math
 import os
 import warnings
 
@@ -12,7 +14,7 @@ from tiny_models import CONFORMER, save_conformer
 
 from lightning_tx.cli import main
 from lightning_tx.loggers import TxWandbLogger
-from lightning_tx.ranking import rank_agreement
+from lightning_tx.ranking import rank_agreement, result_reliability, result_standard_error
 
 
 def _rank_config(tmp_path, corpus, conformer):
@@ -142,6 +144,16 @@ def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_co
     assert json.loads((tmp_path / "confirm.json").read_text())["runs"] == report["runs"]
     markdown = (tmp_path / "confirm.md").read_text()
     assert "accuracy (mean ± sd, 3 seeds)" in markdown and "learning rate" in markdown
+    # the reliability of these results: their own test set's size and the seeds' spread
+    with open(tiny_corpus, encoding="utf-8") as handle:
+        test_utterances = sum(row["split"] == "test" for row in csv.DictReader(handle))
+    assert report["reliability_test_units"] == test_utterances
+    errors = [result_standard_error(r["result"], r["result_std"], 3, test_utterances) for r in report["runs"]]
+    expected = result_reliability([r["result"] for r in report["runs"]], errors)
+    if math.isnan(expected):
+        assert report["reliability"] is None
+    else:
+        assert report["reliability"] == pytest.approx(expected) and "Reliability of these results" in markdown
 
 
 def test_fit_subcommand_ctc(tmp_path, tiny_corpus):
@@ -215,6 +227,28 @@ def test_wandb_disabled(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         logger.log_metrics({"x": 1.0})
     assert not list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_result_standard_error_and_reliability():
+    """The standard error: the seeds' (over sqrt(seeds)) plus the test set's binomial error;
+    the reliability: 1 without noise, lower with more of it, and for two results its closed
+    form, 2 Phi(d / sqrt(se_1^2 + se_2^2)) - 1 (the redrawn pair keeps the order or not)."""
+    assert result_standard_error(0.8, 0.03, 3) == pytest.approx(0.03 / math.sqrt(3))
+    assert result_standard_error(0.8, 0.03, 3, 100) == pytest.approx(math.sqrt(0.03**2 / 3 + 0.8 * 0.2 / 100))
+    assert result_standard_error(1.2, 0.0, 1, 50) == 0.0  # clipped to [0, 1]: no binomial error
+    with pytest.raises(ValueError, match="test_units"):
+        result_standard_error(0.5, 0.0, 1, 0)
+    results = [0.30, 0.35, 0.40, 0.45, 0.50, 0.55]
+    assert result_reliability(results, [0.0] * 6) == pytest.approx(1.0)
+    small, large = result_reliability(results, [0.01] * 6), result_reliability(results, [0.05] * 6)
+    assert 1.0 > small > large > 0.0
+    assert math.isnan(result_reliability([0.5, 0.6], [0.01, 0.01]))  # fewer than 3
+    # three results, one far apart from a close pair: the pair decides, so rho is 1 or 0.5
+    close = result_reliability([0.50, 0.52, 0.99], [0.01, 0.01, 0.01], draws=20000)
+    kept = stats.norm.cdf(0.02 / math.sqrt(2 * 0.01**2))
+    assert close == pytest.approx(kept * 1.0 + (1 - kept) * 0.5, abs=0.01)
+    with pytest.raises(ValueError, match="equal-length"):
+        result_reliability([0.1, 0.2, 0.3], [0.01, 0.01])
 
 
 def test_rank_agreement_against_scipy():

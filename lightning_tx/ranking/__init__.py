@@ -3,7 +3,16 @@
 
 from lightning_tx.ranking.confirm import ConfirmSettings, confirm_ranking
 from lightning_tx.ranking.module import Candidate, RankingModule
-from lightning_tx.ranking.statistics import rank_agreement
+from lightning_tx.ranking.statistics import rank_agreement, result_reliability, result_standard_error
 from lightning_tx.ranking.trainer import TxTrainer
 
-__all__ = ["Candidate", "ConfirmSettings", "RankingModule", "TxTrainer", "confirm_ranking", "rank_agreement"]
+__all__ = [
+    "Candidate",
+    "ConfirmSettings",
+    "RankingModule",
+    "TxTrainer",
+    "confirm_ranking",
+    "rank_agreement",
+    "result_reliability",
+    "result_standard_error",
+]

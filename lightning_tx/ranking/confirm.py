@@ -21,7 +21,7 @@ from lightning_tx.finetune.cache import CachedFeatureDataModule
 from lightning_tx.finetune.module import FineTuneModule
 from lightning_tx.loggers import TxWandbLogger
 from lightning_tx.ranking.report import write_confirmation
-from lightning_tx.ranking.statistics import rank_agreement
+from lightning_tx.ranking.statistics import rank_agreement, result_reliability, result_standard_error
 from lightning_tx.scoring.publish import slug
 
 # Trainer settings a confirming fine-tune inherits from the trainer that runs `confirm`.
@@ -105,7 +105,9 @@ def confirm_ranking(
     confirmed = {i: _confirm_one(i, rows[i], recipe, rates, context) for i in selected}
     if settings.only is not None:
         return {}
-    return _publish_confirmation(ranking, [confirmed[i] for i in range(len(rows))], run_dir, loggers)
+    datamodule.setup("test")
+    test_utterances = len(datamodule.records("test"))
+    return _publish_confirmation(ranking, [confirmed[i] for i in range(len(rows))], run_dir, loggers, test_utterances)
 
 
 @dataclass
@@ -267,9 +269,14 @@ def _finetune_one(
 
 
 @rank_zero_only
-def _publish_confirmation(ranking: dict, runs: list[dict], run_dir: Path, loggers: list[Logger]) -> dict[str, Any]:
+def _publish_confirmation(
+    ranking: dict, runs: list[dict], run_dir: Path, loggers: list[Logger], test_utterances: int
+) -> dict[str, Any]:
     estimators = ranking["estimators"]
     results = [r["result"] if r["result_higher_is_better"] else -r["result"] for r in runs]
+    # an accuracy is a mean over test utterances; phone error rate's errors cluster within them
+    test_units = test_utterances if runs[0]["result_metric"] == "accuracy" and test_utterances else None
+    errors = [result_standard_error(r["result"], r["result_std"], len(r["results"]), test_units) for r in runs]
     if len(runs) < 3:
         rank_zero_warn(
             f"only {len(runs)} fine-tuned candidates: rank correlations need at least 3 (use --top_k 3 or "
@@ -287,6 +294,8 @@ def _publish_confirmation(ranking: dict, runs: list[dict], run_dir: Path, logger
             )
             for e in estimators
         },
+        "reliability": _defined({"spearman_rho": result_reliability(results, errors)})["spearman_rho"],
+        "reliability_test_units": test_units,
         "finetune_seconds": sum(r["seconds"] for r in runs),
     }
     paths = write_confirmation(run_dir, report)

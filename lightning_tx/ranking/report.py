@@ -144,6 +144,15 @@ def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> di
             f"| {estimator} | {_fmt(agreement['spearman_rho'])} ({_fmt(agreement['spearman_p'])}) | "
             f"{_fmt(agreement['kendall_tau'])} | {_fmt(agreement['weighted_tau'])} | {_fmt(agreement['top1_regret'])} |"
         )
+    if report.get("reliability") is not None:
+        units = report.get("reliability_test_units")
+        basis = f"{units} test utterances and {len(seeds)} seed(s)" if units else f"{len(seeds)} seed(s) alone"
+        lines += [
+            "",
+            f"Reliability of these results: Spearman rho {_fmt(report['reliability'])} against a re-measurement "
+            f"of themselves (given {basis}): about what their exact values would reach, so no estimator is "
+            "expected to agree with them better.",
+        ]
     paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     estimators = report["estimators"]
     columns = min(3, len(estimators))

@@ -44,3 +44,50 @@ def rank_agreement(scores: Sequence[float], results: Sequence[float], *, higher_
     picked = results[int(np.argmax(oriented))]
     out["top1_regret"] = float(1 - picked / best) if best != 0 else float(best - picked)
     return out
+
+
+def result_standard_error(mean: float, seed_std: float, num_seeds: int, test_units: int | None = None) -> float:
+    """Standard error of a fine-tuning result that is a mean over ``num_seeds`` seeds on one test set.
+
+    Two sources: the seeds (``seed_std / sqrt(num_seeds)``) and, given ``test_units`` (the
+    test utterances an accuracy averages over), the test set's own sampling error, binomial:
+    ``p (1 - p) / test_units`` with ``p`` the mean clipped to [0, 1]. It is shared by every
+    seed, so more seeds do not shrink it; only a larger test set does. Without ``test_units``
+    (e.g. phone error rate, whose errors cluster within utterances) only the seeds count, a
+    lower bound.
+    """
+    variance = seed_std**2 / num_seeds if num_seeds > 1 else 0.0
+    if test_units is not None:
+        if test_units < 1:
+            raise ValueError(f"`test_units` must be >= 1, got {test_units}")
+        p = min(max(mean, 0.0), 1.0)
+        variance += p * (1 - p) / test_units
+    return float(np.sqrt(variance))
+
+
+def result_reliability(
+    results: Sequence[float], standard_errors: Sequence[float], *, draws: int = 2000, seed: int = 0
+) -> float:
+    """How well fine-tuning results agree with a re-measurement of themselves.
+
+    Each result is redrawn as ``result + standard_error * N(0, 1)`` (another test set of the
+    same size, other seeds), ``draws`` times; the mean Spearman rho between the measured and
+    the redrawn results is about what the candidates' exact results (an estimator that knew
+    them) would reach against the measured ones. An estimator's rho against these results is
+    not expected to exceed it: below it, the disagreement may be the measurement's noise.
+
+    Returns NaN with fewer than 3 results or constant ones.
+    """
+    results_array = np.asarray(results, dtype=np.float64)
+    errors = np.asarray(standard_errors, dtype=np.float64)
+    if results_array.shape != errors.shape or results_array.ndim != 1:
+        raise ValueError(
+            f"results {results_array.shape} and standard_errors {errors.shape} must be equal-length vectors"
+        )
+    if (errors < 0).any() or not np.isfinite(errors).all():
+        raise ValueError("standard_errors must be finite and >= 0")
+    if len(results_array) < 3 or np.ptp(results_array) == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    redrawn = results_array + errors * rng.standard_normal((draws, len(results_array)))
+    return float(np.mean([stats.spearmanr(results_array, row).statistic for row in redrawn]))
