@@ -11,10 +11,11 @@ versioned in ``benchmarks/zoo`` (about 26 MB) and only pre-trained where a check
    masked units in two languages, speaker classification, German phones, a larger and a
    smaller model), a wav2vec2-style convolutional transformer on raw audio (CTC), untrained
    models, and fbank / MFCC.
-3. **Tasks** on held-out voices: 24 words with minimal pairs; keywords in noise and
-   reverberation (SNR 10, 5, 0 dB); Spanish keywords (a language no model was trained on, held-out voices);
-   few-shot keywords (5 and 20 per class); phone recognition (CTC); speaker identification
-   (20 speakers, 2 training utterances each).
+3. **Tasks** on held-out voices (validation on one more, test on three more): 24 words with
+   minimal pairs; keywords in noise and reverberation (SNR 10, 5, 0 dB); Spanish keywords (a
+   language no model was trained on); few-shot keywords (5 and 20 per class); phone
+   recognition (CTC); speaker identification (20 speakers, 2 training and 12 test utterances
+   each).
 4. **Scores**: every estimator, every layer of every candidate, one frozen pass each (TIH-SWD
    against each model's own pre-training audio; models without it get none).
 5. **Ground truth** (``benchmarks/probes.py``): every layer of every candidate with a frozen
@@ -33,6 +34,7 @@ import argparse
 import csv
 import json
 import math
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -101,6 +103,8 @@ class Setting:
     top_n_tasks: tuple[str, ...] = ("minimal-pairs", "noisy", "phones")  # partial fine-tuning is the costly part
     zoo: tuple[str, ...] | None = None  # None: all
     snrs: tuple[float, ...] = (10.0, 5.0, 0.0)
+    test_voices: int = 1  # whole voices held out for test (one more for val), in every voice-held-out task
+    speaker_test_utterances: int = 2  # speakers: test utterances per speaker (2 train, 2 val)
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,6 +123,8 @@ FULL = Setting(
     seeds=(0, 1, 2),
     recipe=Recipe(),
     tasks=ALL_TASKS,
+    test_voices=3,
+    speaker_test_utterances=12,
 )
 QUICK = Setting(
     en_speakers=6,
@@ -287,6 +293,14 @@ def _split(rows: list[dict], key, train: int, val: int, test: int) -> list[dict]
     return out
 
 
+def _shuffled(rows: list[dict], seed: int = 0) -> list[dict]:
+    """The rows in a seeded random order: the corpus lists each voice's words in turn, so the
+    first rows of a voice are repetitions of one word."""
+    order = list(rows)
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
     """Task manifests (cached) over voices that no model was pre-trained on."""
     rows = [{**r, "audio": str(manifest.parent / r["audio"]), "alignment": str(manifest.parent / r["alignment"])}
@@ -295,38 +309,42 @@ def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
     en = [r for r in rows if r["speaker"] in heldout]
     keywords = [r for r in en if r["label"] in WORDS["en"]]
     heldout_voices = sorted(heldout)
-    val_voice, test_voice = heldout_voices[-2], heldout_voices[-1]  # whole voices held out for val/test
+    # Whole voices held out: the last `test_voices` for test, the one before them for val.
+    # Several test voices, because a test set of one voice measures each candidate too
+    # coarsely to rank them (the reliability column of docs/benchmark.md).
+    val_voice, test_voices = heldout_voices[-setting.test_voices - 1], heldout_voices[-setting.test_voices :]
 
-    def by_voice(selected: list[dict], per_class_train: int | None = None, voices=(val_voice, test_voice)):
-        """Train on some voices; validate on one held-out voice and test on another."""
+    def by_voice(selected: list[dict], per_class_train: int | None = None, voices=(val_voice, test_voices)):
+        """Train on some voices; validate on one held-out voice and test on others."""
         val, test = voices
-        train = [r for r in selected if r["speaker"] not in (val, test)]
+        train = [r for r in selected if r["speaker"] != val and r["speaker"] not in test]
         if per_class_train is not None:
             train = _split(train, lambda r: r["label"], per_class_train, 0, 0)
         return [
             *({**r, "split": "train"} for r in train),
             *({**r, "split": "val"} for r in selected if r["speaker"] == val),
-            *({**r, "split": "test"} for r in selected if r["speaker"] == test),
+            *({**r, "split": "test"} for r in selected if r["speaker"] in test),
         ]
 
     spanish = [r for r in rows if r["language"] == "es"]
     spanish_voices = sorted({r["speaker"] for r in spanish})
 
-    folder = work / "tasks"
+    folder = work / f"tasks-{setting.test_voices}-test-voices"  # the splits differ with the setting
     specs = {
         "minimal-pairs": (lambda: by_voice(en), "24 English words, 12 of them minimal pairs (bad/bed, ship/sheep)"),
         "noisy": (lambda: by_voice(keywords), "12 English keywords in reverberation and pink noise (SNR 10/5/0 dB)"),
         "spanish": (
-            lambda: by_voice(spanish, voices=tuple(spanish_voices[-2:])),
+            lambda: by_voice(spanish, voices=(spanish_voices[-setting.test_voices - 1],
+                                              spanish_voices[-setting.test_voices :])),
             "12 Spanish keywords: a language no model was pre-trained on, voices held out for val and test",
         ),
         "few-shot-5": (lambda: by_voice(keywords, 5), "12 English keywords, 5 training utterances per class"),
         "few-shot-20": (lambda: by_voice(keywords, 20), "12 English keywords, 20 training utterances per class"),
         "phones": (lambda: by_voice(keywords), "English phone recognition (CTC, frame labels from the alignments)"),
         "speakers": (
-            lambda: _split([r for r in rows if r["speaker"] in heldout or r["language"] == "es"],
-                           lambda r: r["speaker"], 2, 2, 2),
-            "speaker identification: held-out English and Spanish voices, 2 training utterances each",
+            lambda: _split(_shuffled([r for r in rows if r["speaker"] in heldout or r["language"] == "es"]),
+                           lambda r: r["speaker"], 2, 2, setting.speaker_test_utterances),
+            "speaker identification: held-out English and Spanish voices, 2 training utterances each (of any words)",
         ),
     }  # fmt: skip
     tasks = []
