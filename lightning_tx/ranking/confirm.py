@@ -277,6 +277,7 @@ def _publish_confirmation(
     # an accuracy is a mean over test utterances; phone error rate's errors cluster within them
     test_units = test_utterances if runs[0]["result_metric"] == "accuracy" and test_utterances else None
     errors = [result_standard_error(r["result"], r["result_std"], len(r["results"]), test_units) for r in runs]
+    reliability = result_reliability(results, errors)
     if len(runs) < 3:
         rank_zero_warn(
             f"only {len(runs)} fine-tuned candidates: rank correlations need at least 3 (use --top_k 3 or "
@@ -294,12 +295,14 @@ def _publish_confirmation(
             )
             for e in estimators
         },
-        "reliability": _defined({"spearman_rho": result_reliability(results, errors)})["spearman_rho"],
+        "reliability": None if math.isnan(reliability) else reliability,
         "reliability_test_units": test_units,
         "finetune_seconds": sum(r["seconds"] for r in runs),
     }
     paths = write_confirmation(run_dir, report)
     flat = {f"confirm/{e}/{k}": v for e, a in report["agreement"].items() for k, v in a.items() if v is not None}
+    if report["reliability"] is not None:
+        flat["confirm/reliability"] = report["reliability"]
     metric = report["result_metric"]
     columns = ["candidate", "layer", *estimators, metric, f"{metric}_std", "learning_rate"]
     data = [

@@ -146,7 +146,8 @@ def write_confirmation(run_dir: str | os.PathLike, report: dict[str, Any]) -> di
         )
     if report.get("reliability") is not None:
         units = report.get("reliability_test_units")
-        basis = f"{units} test utterances and {len(seeds)} seed(s)" if units else f"{len(seeds)} seed(s) alone"
+        seed_count = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
+        basis = f"{units} test utterances and {seed_count}" if units else f"{seed_count} alone"
         lines += [
             "",
             f"Reliability of these results: Spearman rho {_fmt(report['reliability'])} against a re-measurement "
