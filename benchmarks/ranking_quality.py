@@ -3,7 +3,10 @@
 Builds everything itself, on a CPU, with nothing downloaded, deterministically (a fixed
 number of threads; pre-training, scoring and fine-tuning are seeded). Pre-training gives
 other weights on another type of CPU (float32 kernels differ), so the full setting's zoo is
-versioned in ``benchmarks/zoo`` (about 26 MB) and only pre-trained where a checkpoint is missing:
+versioned in ``benchmarks/zoo`` (about 26 MB) and only pre-trained where a checkpoint is missing.
+Those checkpoints were pre-trained before pre-training switched the encoder to train mode
+(dropout, batch statistics) under Lightning 2.6, so they are models trained without dropout;
+a missing one is now pre-trained with it:
 
 1. **Corpus** (eSpeak NG): English keywords and minimal pairs, German and Spanish keywords.
 2. **Zoo**: pre-trained by the project's own code on English voices the tasks never hear

@@ -139,11 +139,15 @@ class MaskedUnitPretraining(L.LightningModule):
         points = torch.cat(frames)
         self.feature_mean, self.feature_std = points.mean(0), points.std(0) + 1e-5
         self.centroids.copy_(kmeans((points - self.feature_mean) / self.feature_std, self.num_units))
+        self.train(True)
 
     def train(self, mode: bool = True) -> MaskedUnitPretraining:
         super().train(mode)
         self.encoder.train_modules(mode)  # dropout and batch statistics while pre-training
         return self
+
+    def on_train_epoch_start(self) -> None:
+        self.train(True)  # Lightning does not call .train() itself (see FineTuneModule.on_fit_start)
 
     def _loss(self, batch: dict) -> Tensor:
         model = self.encoder.model

@@ -158,6 +158,14 @@ class FineTuneModule(L.LightningModule):
             self.encoder.train_modules(True, trainable)
         return self
 
+    def on_fit_start(self) -> None:
+        # Lightning keeps each module's mode as it finds it rather than calling .train() when
+        # training starts, so without this the encoder would fine-tune in eval mode (no dropout).
+        self.train(True)
+
+    def on_train_epoch_start(self) -> None:
+        self.train(True)  # again: scoring or validation in between puts the encoder in eval mode
+
     def _trainable_modules(self) -> list[nn.Module]:
         return self.encoder.layer_modules()[: self.layer][-self.hparams.top_n :]
 
