@@ -347,7 +347,9 @@ def _cost_lines(data: dict[str, Any]) -> list[str]:
         f"{total['encode']:.0f} s; frozen heads on every layer, {len(data['seeds'])} seeds x the learning-rate "
         f"sweep, {total['frozen']:.0f} s; partial fine-tuning, {total['top_n']:.0f} s), even with every head "
         f"trained on cached features: scoring costs {100 * total['score'] / max(finetuning, 1e-9):.1f}% of it. "
-        f"Pre-training the zoo took {pretraining:.0f} s (cached between runs).",
+        f"Pre-training the zoo took {pretraining:.0f} s (cached between runs). Fine-tuning through the encoder "
+        f"costs far more than these heads: against `configs/confirm.yaml`'s sweep of full fine-tunes, scoring "
+        f"with the default estimator is measured by `benchmarks/scoring_cost.py` (`docs/speed.md`).",
     ]
 
 

@@ -39,6 +39,14 @@ def test_ranking_quality_quick(tmp_path):
     before = report.read_text()
     benchmark.main(["--report-only", "--out", str(tmp_path / "docs")])
     assert report.read_text() == before
+    # benchmarks/scoring_cost.py on the same corpus and zoo: every candidate with weights, none without.
+    path = os.path.join(HERE, "..", "benchmarks", "scoring_cost.py")
+    spec = importlib.util.spec_from_file_location("scoring_cost", path)
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    rows = cost.main(["--quick", "--work", str(tmp_path / "work")])
+    assert set(rows) == {"untrained", "ctc-en@2", "units-en"}
+    assert all(row[k] > 0 for row in rows.values() for k in ("default", "rank", "epoch"))
 
 
 def test_selection_check_reproduces_its_document():
