@@ -265,6 +265,51 @@ def test_a_torchcodec_style_decoder_reads_like_its_array():
         assert torch.equal(item["waveform"], expected["waveform"])
 
 
+def test_map_style_reads_bytes_and_torchcodec_decoders_like_arrays(wav_files):
+    """from_hf_dataset (map-style) takes what the stream takes: encoded bytes and decoders."""
+    from_paths = SpeechDataModule.from_hf_dataset(_audio_dataset(wav_files, decode=False), max_seconds=0.1)
+    from_paths.setup()
+
+    class Samples:
+        def __init__(self, data, sample_rate):
+            self.data, self.sample_rate = data, sample_rate
+
+    class Decoder:  # the part of torchcodec's AudioDecoder used here
+        def __init__(self, path):
+            self.path = path
+
+        def get_all_samples(self):
+            array, rate = soundfile.read(self.path, dtype="float32", always_2d=True)
+            return Samples(torch.from_numpy(array.T.copy()), rate)
+
+    as_bytes = [{"audio": {"bytes": open(p, "rb").read(), "path": None}, "label": NAMES[i % 3]}
+                for i, p in enumerate(wav_files)]  # fmt: skip
+    as_decoders = [{"audio": Decoder(p), "label": NAMES[i % 3]} for i, p in enumerate(wav_files)]
+    for rows in (as_bytes, as_decoders):
+        mapped = SpeechDataModule.from_hf_dataset(rows, max_seconds=0.1)
+        mapped.setup()
+        for item, expected in zip(mapped.dataset("train"), from_paths.dataset("train"), strict=True):
+            assert item["path"] == f"<row {item['index']}>"
+            assert torch.equal(item["waveform"], expected["waveform"]) and item["label"] == expected["label"]
+
+
+@pytest.mark.parametrize(
+    "audio, error, message",
+    [
+        ({"bytes": b"not audio", "path": "x.wav"}, AudioError, "cannot decode the audio bytes of dataset row 1"),
+        ({"array": np.zeros(0), "sampling_rate": 8000}, AudioError, "dataset row 1 has no samples"),
+        ({"sampling_rate": 8000}, ManifestError, "dataset row 1: .* has no 'array', 'bytes' or 'path'"),
+        (np.zeros(10), ManifestError, "dataset row 1: column 'audio' must hold an audio dict .* got ndarray"),
+        ({"path": "/some/file.wav"}, ManifestError, "train rows mix audio given as a path with decoded audio"),
+    ],
+)
+def test_map_style_bad_audio_is_named_early(audio, error, message):
+    rows = _row_dicts(3)
+    rows[1] = {"audio": audio, "label": "go"}
+    with pytest.raises(error, match=message):
+        SpeechDataModule.from_hf_dataset(rows)
+
+
 def test_streamed_scores_equal_map_style_scores():
     from lightning_tx.encoders import Filterbank
     from lightning_tx.scoring import (

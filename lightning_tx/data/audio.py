@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -81,6 +83,56 @@ def waveform_from_array(array: Any, sampling_rate: int, sample_rate: int, max_se
     if max_seconds is not None:
         waveform = waveform[: int(round(max_seconds * sample_rate))]
     return waveform
+
+
+def hf_audio_samples(audio: Any, where: str, column: str = "audio") -> tuple[np.ndarray, int] | str:
+    """A Hugging Face audio value as ``(samples, rate)``, or its file path when it holds only one.
+
+    Accepted, in this order: ``{"array", "sampling_rate"}`` (decoded), ``{"bytes"}`` (an encoded
+    file, as ``datasets`` keeps audio with ``decode=False`` or in Parquet; decoded here with
+    soundfile), ``{"path"}`` (returned as it is, to be read later), and a torchcodec
+    ``AudioDecoder`` (what ``datasets >= 4`` decodes to).
+
+    Args:
+        audio: the value of the audio column in one row.
+        where: names the row in error messages.
+        column: the audio column's name, for error messages.
+
+    Returns:
+        ``[S]`` or ``[C, S]`` float32 samples and their rate (Hz), or the path.
+
+    Raises:
+        AudioError: bytes that do not decode, or samples that are empty or not finite.
+        TypeError: a value of none of these kinds.
+    """
+    if isinstance(audio, Mapping):
+        if audio.get("array") is not None:
+            if audio.get("sampling_rate") is None:
+                raise TypeError(f"{where}: an audio 'array' needs its 'sampling_rate'")
+            array, rate = np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"])
+        elif audio.get("bytes") is not None:
+            try:
+                samples, rate = soundfile.read(io.BytesIO(audio["bytes"]), dtype="float32", always_2d=True)
+            except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
+                raise AudioError(f"cannot decode the audio bytes of {where}: {error}") from error
+            array, rate = samples.T, int(rate)
+        elif audio.get("path"):
+            return os.fspath(audio["path"])
+        else:
+            raise TypeError(f"{where}: the audio in column {column!r} has no 'array', 'bytes' or 'path'")
+    elif callable(getattr(audio, "get_all_samples", None)):  # a torchcodec AudioDecoder
+        samples = audio.get_all_samples()
+        array, rate = samples.data.numpy(), int(samples.sample_rate)  # [C, S]
+    else:
+        raise TypeError(
+            f"{where}: column {column!r} must hold an audio dict ({{'array', 'sampling_rate'}}, "
+            f"{{'bytes'}} or {{'path'}}) or a torchcodec AudioDecoder, got {type(audio).__name__}"
+        )
+    if np.size(array) == 0:
+        raise AudioError(f"the audio of {where} has no samples")
+    if not np.isfinite(array).all():
+        raise AudioError(f"the audio of {where} contains NaN or Inf samples")
+    return array, rate
 
 
 def pad_waveforms(waveforms: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_tx.data.audio import AudioError, check_not_truncated, load_audio, pad_waveforms, waveform_from_array
+from lightning_tx.data.audio import (
+    AudioError,
+    check_not_truncated,
+    hf_audio_samples,
+    load_audio,
+    pad_waveforms,
+    waveform_from_array,
+)
 from lightning_tx.data.manifest import (
     ManifestError,
     UtteranceRecord,
@@ -203,7 +210,8 @@ class SpeechDataModule(L.LightningDataModule):
         **kwargs: Any,
     ) -> SpeechDataModule | StreamingSpeechDataModule:
         """From a Hugging Face ``datasets.Dataset`` (or any sequence of row dicts) whose audio
-        column holds ``{"array", "sampling_rate"}`` (decoded) or ``{"path"}``. Class-label
+        column holds what :func:`~lightning_tx.data.audio.hf_audio_samples` reads (decoded arrays, encoded
+        ``{"bytes"}``, ``{"path"}``, torchcodec decoders; a split gives all its rows one way). Class-label
         features are mapped to their names.
 
         With ``streaming=True``: a :class:`~lightning_tx.data.StreamingSpeechDataModule` over
@@ -225,8 +233,6 @@ class SpeechDataModule(L.LightningDataModule):
         records, arrays = {s: [] for s in ("train", "val", "test")}, {s: [] for s in ("train", "val", "test")}
         for number, row in enumerate(dataset):
             audio = row.get(audio_column)
-            if not isinstance(audio, dict):
-                raise ManifestError(f"dataset row {number}: column {audio_column!r} must hold an audio dict")
             label = row.get(label_column) if label_column else None
             if label is not None and names is not None:
                 if not 0 <= int(label) < len(names):  # e.g. -1, Hugging Face's "no label"
@@ -238,19 +244,26 @@ class SpeechDataModule(L.LightningDataModule):
             split = row.get(split_column, "train") if split_column else "train"
             if split not in records:
                 raise ManifestError(f"dataset row {number}: split must be train/val/test, got {split!r}")
-            record = UtteranceRecord(
-                audio=str(audio.get("path") or f"<row {number}>"),
-                label=None if label is None else str(label),
-                text=row.get(text_column) if text_column else None,
-                split=split,
+            try:
+                decoded = hf_audio_samples(audio, f"dataset row {number}", audio_column)
+            except TypeError as error:
+                raise ManifestError(str(error)) from None
+            path = audio.get("path") if isinstance(audio, Mapping) else None
+            records[split].append(
+                UtteranceRecord(
+                    audio=str(path or f"<row {number}>"),
+                    label=None if label is None else str(label),
+                    text=row.get(text_column) if text_column else None,
+                    split=split,
+                )
             )
-            records[split].append(record)
-            if "array" in audio:
-                arrays[split].append((np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"])))
-            elif audio.get("path"):
-                arrays[split].append(None)
-            else:
-                raise ManifestError(f"dataset row {number}: audio has neither 'array' nor 'path'")
+            arrays[split].append(None if isinstance(decoded, str) else decoded)
+        for split, found in arrays.items():
+            if any(a is None for a in found) and any(a is not None for a in found):
+                raise ManifestError(
+                    f"the {split} rows mix audio given as a path with decoded audio (arrays or bytes): "
+                    "give every row of a split the same way (e.g. cast the column with one Audio feature)"
+                )
         module._records = records
         module._arrays = {s: (None if any(a is None for a in arrays[s]) else arrays[s]) for s in arrays}
         return module

@@ -36,19 +36,17 @@ are then not trained on in that epoch.
 from __future__ import annotations
 
 import copy
-import io
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import numpy as np
-import soundfile
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lightning_tx.data.audio import AudioError, load_audio, waveform_from_array
+from lightning_tx.data.audio import hf_audio_samples, load_audio, waveform_from_array
 from lightning_tx.data.datamodule import collate_utterances, default_num_workers
 from lightning_tx.data.manifest import ManifestError
 
@@ -284,41 +282,14 @@ class StreamingSpeechDataset(IterableDataset):
         if audio is None:
             present = "" if self.audio_column in row else f" (its columns: {sorted(row)})"
             raise ManifestError(f"{where} has no audio in column {self.audio_column!r}{present}")
-        if isinstance(audio, Mapping):
-            if audio.get("array") is not None:
-                if audio.get("sampling_rate") is None:
-                    raise ManifestError(f"{where}: an audio 'array' needs its 'sampling_rate'")
-                array, rate = audio["array"], int(audio["sampling_rate"])
-            elif audio.get("bytes") is not None:
-                array, rate = self._decode_bytes(audio["bytes"], where)
-            elif audio.get("path"):
-                return load_audio(audio["path"], self.sample_rate, max_seconds=self.max_seconds)
-            else:
-                raise ManifestError(
-                    f"{where}: the audio in column {self.audio_column!r} has no 'array', 'bytes' or 'path'"
-                )
-        elif callable(getattr(audio, "get_all_samples", None)):  # a torchcodec AudioDecoder (datasets >= 4)
-            samples = audio.get_all_samples()
-            array, rate = samples.data.numpy(), int(samples.sample_rate)  # [C, S]
-        else:
-            raise ManifestError(
-                f"{where}: column {self.audio_column!r} must hold an audio dict "
-                f"({{'array', 'sampling_rate'}}, {{'bytes'}} or {{'path'}}), got {type(audio).__name__}"
-            )
-        if np.size(array) == 0:
-            raise AudioError(f"the audio of {where} has no samples")
-        if not np.isfinite(np.asarray(array, dtype=np.float32)).all():
-            raise AudioError(f"the audio of {where} contains NaN or Inf samples")
-        return waveform_from_array(array, rate, self.sample_rate, self.max_seconds)
-
-    @staticmethod
-    def _decode_bytes(data: bytes, where: str) -> tuple[np.ndarray, int]:
-        """An encoded audio file's bytes -> ``[C, S]`` float32 samples and their rate (Hz)."""
         try:
-            samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
-            raise AudioError(f"cannot decode the audio bytes of {where}: {error}") from error
-        return samples.T, int(rate)
+            decoded = hf_audio_samples(audio, where, self.audio_column)
+        except TypeError as error:
+            raise ManifestError(str(error)) from None
+        if isinstance(decoded, str):
+            return load_audio(decoded, self.sample_rate, max_seconds=self.max_seconds)
+        array, rate = decoded
+        return waveform_from_array(array, rate, self.sample_rate, self.max_seconds)
 
 
 class StreamingSpeechDataModule(L.LightningDataModule):
