@@ -21,10 +21,13 @@ def _fit(data, task="classification"):
     return trainer.test(module, datamodule=data, verbose=False)[0][f"test/{metric}"], module
 
 
-@pytest.mark.parametrize("task", ["classification", "ctc"])
-def test_cached_frames_give_the_same_result(tiny_corpus, task):
-    uncached, _ = _fit(SpeechDataModule(manifest=tiny_corpus, batch_size=4), task)
-    cache = CachedFeatureDataModule(SpeechDataModule(manifest=tiny_corpus, batch_size=4), Filterbank(n_mels=24), 0)
+@pytest.mark.parametrize("task, group_by_length", [("classification", False), ("ctc", False), ("classification", True)])
+def test_cached_frames_give_the_same_result(tiny_corpus, task, group_by_length):
+    def data():
+        return SpeechDataModule(manifest=tiny_corpus, batch_size=4, group_by_length=group_by_length)
+
+    uncached, _ = _fit(data(), task)
+    cache = CachedFeatureDataModule(data(), Filterbank(n_mels=24), 0)
     cached, module = _fit(cache, task)
     assert cached == pytest.approx(uncached, abs=1e-6)
     assert cache.bytes == 4 * 24 * sum(len(item["frames"]) for split in cache.cache.values() for item in split.items)
@@ -41,3 +44,18 @@ def test_cached_frames_are_for_frozen_recipes(tiny_corpus):
     module.trains_encoder = True
     with pytest.raises(ValueError, match="mode='frozen'"):
         module._outputs({"frames": torch.zeros(1, 2, 80), "frame_lengths": torch.tensor([2])})
+
+
+def test_cached_frames_keep_the_length_grouped_order(tiny_corpus):
+    """group_by_length: the cached training batches are the uncached ones, utterance for utterance."""
+    data = SpeechDataModule(manifest=tiny_corpus, batch_size=2, group_by_length=True)
+    data.setup()
+    cache = CachedFeatureDataModule(data, Filterbank(n_mels=24), 0)
+    cache.setup()
+    L.seed_everything(3, verbose=False)
+    uncached = [batch["indices"].tolist() for batch in data.train_dataloader()]
+    L.seed_everything(3, verbose=False)
+    cached = [list(batch["indices"]) for batch in cache.train_dataloader()]
+    assert cached == uncached and len(uncached) > 1
+    durations = data.dataset("train").durations()
+    assert all(durations[a] >= durations[b] for a, b in zip(sum(uncached, []), sum(uncached, [])[1:]))

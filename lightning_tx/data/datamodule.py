@@ -405,14 +405,7 @@ class SpeechDataModule(L.LightningDataModule):
             raise ManifestError(f"the {split} split of {self.manifest or self.folder} is empty")
         sampler = None
         if shuffle and self.group_by_length:
-            trainer = self.trainer  # None outside a Trainer
-            sampler = LengthGroupedSampler(
-                dataset.durations(),
-                self.batch_size,
-                seed=torch.initial_seed() % 2**31,  # seed_everything's seed: the same on every process
-                num_replicas=trainer.world_size if trainer is not None else 1,
-                rank=trainer.global_rank if trainer is not None else 0,
-            )
+            sampler = LengthGroupedSampler.for_trainer(dataset.durations(), self.batch_size, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -51,6 +51,18 @@ class LengthGroupedSampler(DistributedSampler):
         super().__init__(range(len(self.lengths)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.batch_size, self.megabatch_factor = batch_size, megabatch_factor
 
+    @classmethod
+    def for_trainer(cls, lengths: Sequence[float], batch_size: int, trainer=None) -> LengthGroupedSampler:
+        """The sampler of a ``train_dataloader``: seeded with ``seed_everything``'s seed (the
+        same on every process), this process's share under ``trainer`` (``None``: one process)."""
+        return cls(
+            lengths,
+            batch_size,
+            seed=torch.initial_seed() % 2**31,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
     def global_order(self) -> list[int]:
         """This epoch's grouped order of every index, before it is shared among processes."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)

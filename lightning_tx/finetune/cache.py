@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_tx.data.datamodule import SpeechDataModule, collate_utterances
+from lightning_tx.data.sampling import LengthGroupedSampler
 from lightning_tx.encoders.base import FrozenEncoder
 from lightning_tx.scoring import scoring_loader
 
@@ -60,7 +61,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
     clear error beyond it; then fine-tune without the cache).
 
     Args:
-        datamodule: the task's data (its batch size, workers and shuffling are kept).
+        datamodule: the task's data (its batch size, shuffling and ``group_by_length`` are kept).
         encoder: the frozen encoder.
         layer: the layer whose frames are cached.
         max_bytes: the most memory the cache may take (default 4 GiB).
@@ -80,6 +81,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.source = datamodule.at_sample_rate(encoder.sample_rate)
         self.encoder, self.layer, self.max_bytes, self.device = encoder, layer, max_bytes, device
         self.batch_size, self.shuffle = datamodule.batch_size, datamodule.shuffle
+        self.group_by_length = datamodule.group_by_length
         self.num_classes = datamodule.num_classes if datamodule.labels else 0
         self.alignment_labels = datamodule.alignment_labels
         self.sample_rate = encoder.sample_rate
@@ -124,7 +126,18 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.cache is None:
             self.setup()
-        return DataLoader(self.cache[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate_frames)
+        sampler = None
+        if shuffle and self.group_by_length:  # the uncached order: the same lengths, seed and sampler
+            sampler = LengthGroupedSampler.for_trainer(
+                self.source.dataset(split).durations(), self.batch_size, self.trainer
+            )
+        return DataLoader(
+            self.cache[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            collate_fn=collate_frames,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.shuffle)
