@@ -245,20 +245,24 @@ def test_items_equal_the_map_style_items_of_audio_files(wav_files):
         assert torch.equal(item["waveform"], expected["waveform"]) and item["label"] == expected["label"]
 
 
+class _Samples:
+    def __init__(self, data, sample_rate):
+        self.data, self.sample_rate = data, sample_rate
+
+
+class _Decoder:
+    """The part of torchcodec's ``AudioDecoder`` read here: ``[C, S]`` samples and their rate."""
+
+    def __init__(self, array, sample_rate):
+        self.array, self.sample_rate = np.atleast_2d(array), sample_rate
+
+    def get_all_samples(self):
+        return _Samples(torch.from_numpy(self.array), self.sample_rate)
+
+
 def test_a_torchcodec_style_decoder_reads_like_its_array():
-    class Samples:
-        def __init__(self, data, sample_rate):
-            self.data, self.sample_rate = data, sample_rate
-
-    class Decoder:  # the part of torchcodec's AudioDecoder used here
-        def __init__(self, array):
-            self.array = array
-
-        def get_all_samples(self):
-            return Samples(torch.from_numpy(self.array)[None], SOURCE_RATE)
-
     rows = _row_dicts(3)
-    decoded = [{"audio": Decoder(row["audio"]["array"]), "label": row["label"]} for row in rows]
+    decoded = [{"audio": _Decoder(row["audio"]["array"], SOURCE_RATE), "label": row["label"]} for row in rows]
     label_to_id = {"down": 0, "go": 1, "up": 2}
     streams = StreamingSpeechDataset(decoded, RATE, label_to_id), StreamingSpeechDataset(rows, RATE, label_to_id)
     for item, expected in zip(*streams, strict=True):
@@ -270,21 +274,10 @@ def test_map_style_reads_bytes_and_torchcodec_decoders_like_arrays(wav_files):
     from_paths = SpeechDataModule.from_hf_dataset(_audio_dataset(wav_files, decode=False), max_seconds=0.1)
     from_paths.setup()
 
-    class Samples:
-        def __init__(self, data, sample_rate):
-            self.data, self.sample_rate = data, sample_rate
-
-    class Decoder:  # the part of torchcodec's AudioDecoder used here
-        def __init__(self, path):
-            self.path = path
-
-        def get_all_samples(self):
-            array, rate = soundfile.read(self.path, dtype="float32", always_2d=True)
-            return Samples(torch.from_numpy(array.T.copy()), rate)
-
     as_bytes = [{"audio": {"bytes": open(p, "rb").read(), "path": None}, "label": NAMES[i % 3]}
                 for i, p in enumerate(wav_files)]  # fmt: skip
-    as_decoders = [{"audio": Decoder(p), "label": NAMES[i % 3]} for i, p in enumerate(wav_files)]
+    files = [soundfile.read(p, dtype="float32", always_2d=True) for p in wav_files]
+    as_decoders = [{"audio": _Decoder(a.T.copy(), rate), "label": NAMES[i % 3]} for i, (a, rate) in enumerate(files)]
     for rows in (as_bytes, as_decoders):
         mapped = SpeechDataModule.from_hf_dataset(rows, max_seconds=0.1)
         mapped.setup()
