@@ -124,7 +124,11 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
 def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path):
     args = _confirm_args(ranked, tiny_corpus, tmp_path, max_epochs=2)
     args += ["--all", "true", "--learning_rates", "[0.0001, 0.05]", "--seeds", "[0, 1, 2]"]
-    main(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(args)
+    # the frozen encoder is in eval mode on purpose: no Lightning warning about it in each of the 12 runs
+    assert not [w for w in caught if "in eval mode at the start of training" in str(w.message)]
     report = json.loads((tmp_path / "confirm.json").read_text())
     assert report["seeds"] == [0, 1, 2] and len(report["runs"]) == 3
     for run in report["runs"]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import lightning as L
 from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lightning_tx.data.datamodule import SpeechDataModule
 from lightning_tx.encoders.base import FrozenEncoder
@@ -26,6 +28,8 @@ from lightning_tx.scoring.publish import slug
 
 # Trainer settings a confirming fine-tune inherits from the trainer that runs `confirm`.
 TRAINER_KEYS = ("accelerator", "devices", "precision", "num_nodes", "strategy")
+# what `lightning.pytorch.loops.fit_loop` warns when a module starts training in eval mode
+EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
 @dataclass
@@ -236,7 +240,12 @@ def _finetune_one(
         num_sanity_val_steps=0,
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    with warnings.catch_warnings():
+        if module.hparams.mode != "full":
+            # Its frozen encoder layers are in eval mode on purpose (fixed features); Lightning
+            # would say so once per run of the sweep.
+            warnings.filterwarnings("ignore", EVAL_MODE_WARNING, PossibleUserWarning)
+        trainer.fit(module, datamodule=data)
     metric = module.result_metric
     # fit validates after every epoch: its last value is the validation result of the final weights
     validated = trainer.callback_metrics.get(f"val/{metric}")
