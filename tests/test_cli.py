@@ -121,7 +121,7 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
     assert (ranked / "confirm.png").stat().st_size > 0
 
 
-def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path):
+def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path, caplog):
     args = _confirm_args(ranked, tiny_corpus, tmp_path, max_epochs=2)
     args += ["--all", "true", "--learning_rates", "[0.0001, 0.05]", "--seeds", "[0, 1, 2]"]
     with warnings.catch_warnings(record=True) as caught:
@@ -129,6 +129,9 @@ def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_co
         main(args)
     # the frozen encoder is in eval mode on purpose: no Lightning warning about it in each of the 12 runs
     assert not [w for w in caught if "in eval mode at the start of training" in str(w.message)]
+    said = [record.getMessage() for record in caplog.records]
+    assert sum("GPU available" in line for line in said) == 1  # confirm's own trainer, not one per run
+    assert any(line.startswith("[confirm] fine-tuning 3:") for line in said)
     report = json.loads((tmp_path / "confirm.json").read_text())
     assert report["seeds"] == [0, 1, 2] and len(report["runs"]) == 3
     for run in report["runs"]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +196,19 @@ def _finetune_data(
     return datamodule.at_sample_rate(encoder.sample_rate)
 
 
+@contextmanager
+def _without_trainer_banner() -> Iterator[None]:
+    """Without the info lines a new ``Trainer`` logs (devices, tips): the trainer running
+    ``confirm`` said them once, and a sweep builds a trainer for each of its runs."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info writes
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _finetune_one(
     index: int,
     row: dict,
@@ -229,16 +245,17 @@ def _finetune_one(
             },
         ),
     ]
-    trainer = L.Trainer(
-        **{k: v for k, v in context.trainer_kwargs.items() if k in TRAINER_KEYS},
-        max_epochs=settings.max_epochs,
-        limit_train_batches=settings.limit_train_batches,
-        logger=loggers,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=str(run_root),
-        num_sanity_val_steps=0,
-    )
+    with _without_trainer_banner():
+        trainer = L.Trainer(
+            **{k: v for k, v in context.trainer_kwargs.items() if k in TRAINER_KEYS},
+            max_epochs=settings.max_epochs,
+            limit_train_batches=settings.limit_train_batches,
+            logger=loggers,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            default_root_dir=str(run_root),
+            num_sanity_val_steps=0,
+        )
     started = time.perf_counter()
     with warnings.catch_warnings():
         if module.hparams.mode != "full":
