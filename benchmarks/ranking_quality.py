@@ -65,6 +65,7 @@ ESTIMATORS = [
     *LABEL_ESTIMATORS,
     *(f"pooled_{name}" for name in LABEL_ESTIMATORS),
     "pooled_probe",
+    "pooled_voice_probe",
     "sliced_wasserstein",
     "sliced_wasserstein_time_steps",
     "sliced_wasserstein_utterances",

@@ -239,3 +239,59 @@ def reference_class_swd(f: np.ndarray, y: np.ndarray, directions: np.ndarray) ->
                 per_direction.append(w2 / spread)
             values.append(np.sqrt(np.mean(per_direction)))
     return float(np.mean(values))
+
+
+# --------------------------------------------------------------------------- voice probe
+def reference_shared_evidence_penalty(x: np.ndarray, targets: np.ndarray) -> float:
+    """alpha / beta at the maximum of the evidence of one Bayesian linear model for all C
+    columns of the centred targets (shared alpha, beta; the intercept integrated out), by a
+    numerical optimiser on the evidence itself (not the fixed point)."""
+    from scipy.optimize import minimize
+
+    t = targets - targets.mean(0)
+    m, d = x.shape
+    m -= 1  # centred: the data span the M - 1 dimensions orthogonal to the constant
+    c = t.shape[1]
+    gram, cross = x.T @ x, x.T @ t
+
+    def negative_evidence(log_precisions):
+        alpha, beta = np.exp(log_precisions)
+        a = alpha * np.eye(d) + beta * gram
+        mean = beta * np.linalg.solve(a, cross)  # [D, C]
+        residual = ((t - x @ mean) ** 2).sum()
+        _, log_det = np.linalg.slogdet(a)
+        evidence = (
+            c * (d / 2 * np.log(alpha) + m / 2 * np.log(beta) - log_det / 2 - m / 2 * np.log(2 * np.pi))
+            - beta / 2 * residual
+            - alpha / 2 * (mean**2).sum()
+        )
+        return -evidence
+
+    best = minimize(negative_evidence, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12,
+                                                                                   "maxiter": 20000})  # fmt: skip
+    alpha, beta = np.exp(best.x)
+    return alpha / beta
+
+
+def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: int, penalty: float) -> float:
+    """Leave-one-speaker-out by refitting: for each held-out group (a speaker, or a sample
+    when ``speakers`` is None), a ridge regression with an unpenalised intercept on the
+    other samples (features z-scored over all of them), predicting the group's samples whose
+    class the other groups have."""
+    x = f.astype(np.float64)
+    x = (x - x.mean(0)) / x.std(0)
+    m, d = x.shape
+    targets = np.eye(num_classes)[y]
+    groups = np.arange(m) if speakers is None else np.asarray(speakers)
+    correct, scored = 0, 0
+    for group in np.unique(groups):
+        held = groups == group
+        xr, tr = x[~held], targets[~held]
+        x_mean, t_mean = xr.mean(0), tr.mean(0)
+        xc = xr - x_mean
+        weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(d), xc.T @ (tr - t_mean))
+        prediction = t_mean + (x[held] - x_mean) @ weights
+        predictable = np.isin(y[held], y[~held])  # a class the other groups have
+        correct += int((prediction.argmax(1) == y[held])[predictable].sum())
+        scored += int(predictable.sum())
+    return correct / scored

@@ -32,6 +32,7 @@ from lightning_tx.functional.sliced_wasserstein import (
     wasserstein_1d,
 )
 from lightning_tx.functional.validation import UndefinedScore
+from lightning_tx.functional.voice_probe import evidence_ridge_penalty, voice_probe_accuracy
 
 __all__ = [
     "UndefinedScore",
@@ -60,6 +61,8 @@ __all__ = [
     "logme_statistics",
     "random_projections",
     "ridge_probe_accuracy",
+    "voice_probe_accuracy",
+    "evidence_ridge_penalty",
     "sliced_wasserstein",
     "sliced_wasserstein_from_projections",
     "tih_frames",

@@ -3,7 +3,7 @@
 Label-based estimators are functions of an accumulator that several of them share (per
 layer, in the scoring engine): :class:`~lightning_tx.metrics.ClassStatisticsMetric` sums
 (LogME, H-score, H_alpha, GBC) or a :class:`~lightning_tx.metrics.LabelledSampleMetric`
-sample (k-NN, class SWD, the ridge probe). Each has a ``pooled_`` twin scored on the means of labelled
+sample (k-NN, class SWD, the ridge probes). Each has a ``pooled_`` twin scored on the means of labelled
 segments instead of frames (one vector per utterance for utterance labels, per token for
 frame labels): what a head on pooled features sees. TIH-SWD compares source-domain and
 task frames: all frames (``sliced_wasserstein``), per time step or per target utterance
@@ -33,6 +33,7 @@ from lightning_tx.metrics.sample import (
     class_swd_from_sample,
     knn_from_sample,
     probe_from_sample,
+    voice_probe_from_sample,
 )
 from lightning_tx.metrics.sliced_wasserstein import SlicedWasserstein
 
@@ -120,6 +121,10 @@ for _estimator in _BASE:
 # The probe only on pooled vectors: left out, a frame's near-duplicate neighbours of the same
 # utterance would stay in the fit.
 ESTIMATORS["pooled_probe"] = replace(_sample_estimator("pooled_probe", None, probe_from_sample), pooled=True)
+# ... and held out a speaker at a time, as a test set of unseen voices holds them out.
+ESTIMATORS["pooled_voice_probe"] = replace(
+    _sample_estimator("pooled_voice_probe", None, voice_probe_from_sample), pooled=True
+)
 for _reduction in ("frames", "time_steps", "utterances"):
     _name = "sliced_wasserstein" if _reduction == "frames" else f"sliced_wasserstein_{_reduction}"
     ESTIMATORS[_name] = Estimator(

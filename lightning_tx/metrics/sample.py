@@ -1,5 +1,6 @@
 """Estimators computed from a bounded uniform sample of labelled frames: k-NN accuracy, the
-label-aware sliced Wasserstein separation of the classes and the leave-one-out ridge probe."""
+label-aware sliced Wasserstein separation of the classes, the leave-one-out ridge probe and
+the leave-one-speaker-out voice probe."""
 
 from __future__ import annotations
 
@@ -14,29 +15,33 @@ from lightning_tx.functional.knn import knn_accuracy
 from lightning_tx.functional.probe import ridge_probe_accuracy
 from lightning_tx.functional.sliced_wasserstein import class_sliced_wasserstein
 from lightning_tx.functional.validation import check_classes_present
+from lightning_tx.functional.voice_probe import voice_probe_accuracy
 from lightning_tx.metrics.base import ClassificationTransferabilityMetric
 from lightning_tx.metrics.sampling import keep_smallest, process_rank, sample_keys
 
 _GROUP_STRIDE = 1 << 40  # group ids of process r start at r * 2^40: unique after a merge
+_NO_SPEAKER = -1  # speaker ids are >= 0 (scoring.frames.speaker_ids)
 
 
 @dataclass
 class LabelledSample:
     """A uniform sample of labelled frames: ``features [M, D]`` (float32), ``labels [M]``,
-    ``groups [M]`` (the utterance each frame comes from)."""
+    ``groups [M]`` (the utterance each frame comes from), ``speakers [M]`` (its speaker's id;
+    None when any is unknown)."""
 
     features: Tensor
     labels: Tensor
     groups: Tensor
+    speakers: Tensor | None = None
 
 
 class LabelledSampleMetric(ClassificationTransferabilityMetric):
     """Keeps a uniform sample of at most ``max_samples`` labelled frames (bottom-k sampling,
-    see :mod:`lightning_tx.metrics.sampling`) with the utterance each comes from;
+    see :mod:`lightning_tx.metrics.sampling`) with the utterance and the speaker each comes from;
     ``compute()`` returns it (a :class:`LabelledSample`), merged across processes.
 
     Below the cap the sample is every frame, however the frames were split over processes.
-    Memory: ``max_samples * (D + 3)`` values, preallocated.
+    Memory: ``max_samples * (D + 4)`` values, preallocated.
 
     Args:
         num_features: ``D``.
@@ -55,6 +60,7 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
         self.add_state("sample_features", torch.zeros(max_samples, num_features), dist_reduce_fx="cat")
         self.add_state("sample_labels", torch.zeros(max_samples, dtype=torch.long), dist_reduce_fx="cat")
         self.add_state("sample_groups", torch.zeros(max_samples, dtype=torch.long), dist_reduce_fx="cat")
+        self.add_state("sample_speakers", torch.full((max_samples,), _NO_SPEAKER), dist_reduce_fx="cat")
         # +inf marks an empty slot; real keys are uniform in [0, 1).
         self.add_state("sample_keys", torch.full((max_samples,), float("inf"), dtype=torch.float64), "cat")
         self.add_state("frames_seen", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -67,10 +73,12 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
         lengths: Tensor | None = None,
         mask: Tensor | None = None,
         groups: Tensor | None = None,
+        speakers: Tensor | None = None,
     ) -> None:
         """Add labelled frames: ``[N, D]`` with ``[N]`` labels (and ``[N]`` batch-local group
         ids; default: each frame its own group), or ``[B, T, D]`` padded frames (each
-        utterance is a group)."""
+        utterance is a group). ``speakers``: ``[N]`` int64 speaker ids (>= 0, the same for
+        a speaker in every batch and process) of flat frames; None: unknown."""
         if features.ndim == 3 and groups is None:
             valid = frame_mask(features, lengths, mask)
             groups = torch.arange(features.shape[0], device=valid.device).unsqueeze(1).expand_as(valid)[valid]
@@ -81,6 +89,12 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
         groups = torch.arange(count, device=frames.device) if groups is None else groups.to(frames.device).long()
         if groups.shape != (count,):
             raise ValueError(f"`groups` must have shape [N]=[{count}], got {tuple(groups.shape)}")
+        if speakers is None:
+            speakers = torch.full((count,), _NO_SPEAKER, device=frames.device)
+        elif features.ndim == 3 or speakers.shape != (count,):
+            raise ValueError(f"`speakers` must have shape [N]=[{count}] (flat frames), got {tuple(speakers.shape)}")
+        elif bool((speakers < 0).any()):
+            raise ValueError("speaker ids must be >= 0 (see lightning_tx.scoring.frames.speaker_ids)")
         _, local = torch.unique(groups, return_inverse=True)
         groups = process_rank() * _GROUP_STRIDE + self.groups_seen + local
         keys = sample_keys(self.seed, 0, int(self.frames_seen), count, frames.device)
@@ -90,22 +104,26 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
             torch.cat([self.sample_features, frames.to(self.sample_features.dtype)]),
             torch.cat([self.sample_labels, labels]),
             torch.cat([self.sample_groups, groups]),
+            torch.cat([self.sample_speakers, speakers.to(self.sample_speakers)]),
         )
-        self.sample_keys, self.sample_features, self.sample_labels, self.sample_groups = kept
+        self.sample_keys, self.sample_features, self.sample_labels, self.sample_groups, self.sample_speakers = kept
         self.frames_seen += count
         self.groups_seen += int(local.max()) + 1
 
     def sample(self) -> LabelledSample:
         """The sample held now (this process's, unless called inside ``compute()``)."""
-        keys, features, labels, groups = keep_smallest(
+        keys, features, labels, groups, speakers = keep_smallest(
             self.max_samples,
             self.sample_keys.reshape(-1),
             self.sample_features.reshape(-1, self.num_features),
             self.sample_labels.reshape(-1),
             self.sample_groups.reshape(-1),
+            self.sample_speakers.reshape(-1),
         )
         real = torch.isfinite(keys)
-        return LabelledSample(features[real], labels[real], groups[real])
+        speakers = speakers[real]
+        known = speakers.numel() > 0 and bool((speakers != _NO_SPEAKER).all())
+        return LabelledSample(features[real], labels[real], groups[real], speakers if known else None)
 
     def compute(self) -> LabelledSample:
         return self.sample()
@@ -121,6 +139,13 @@ def probe_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any
     """:func:`~lightning_tx.functional.ridge_probe_accuracy` of a sample (of pooled vectors)."""
     check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
     return ridge_probe_accuracy(sample.features, sample.labels, num_classes=num_classes, **kwargs)
+
+
+def voice_probe_from_sample(sample: LabelledSample, *, num_classes: int) -> Tensor:
+    """:func:`~lightning_tx.functional.voice_probe_accuracy` of a sample (of pooled vectors),
+    holding out its speakers (leave-one-out where they are unknown or cannot be held out)."""
+    check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
+    return voice_probe_accuracy(sample.features, sample.labels, sample.speakers, num_classes=num_classes)
 
 
 def class_swd_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any) -> Tensor:

@@ -80,7 +80,7 @@ class ScoringSession:
             self.device = frames.hidden_states[0].device
             self.scorer.to(self.device)
         if domain == "target":
-            self.scorer.update(frames.hidden_states, frames.mask, frames.labels)
+            self.scorer.update(frames.hidden_states, frames.mask, frames.labels, frames.speakers)
         else:
             self.scorer.update_source(frames.hidden_states, frames.mask)
 

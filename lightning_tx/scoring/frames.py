@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
 from lightning_tx.encoders import encoder_from_spec
@@ -22,11 +25,22 @@ class BatchFrames:
         mask: ``[B, T]`` bool, True for the frames to score (valid, and labelled when
             ``labels`` is given).
         labels: ``[B, T]`` class ids, or None (source-domain audio).
+        speakers: ``[B]`` int64 speaker ids (:func:`speaker_ids`), or None where unknown.
     """
 
     hidden_states: list[Tensor]
     mask: Tensor
     labels: Tensor | None
+    speakers: Tensor | None = None
+
+
+def speaker_ids(speakers: Sequence[str | None] | None) -> Tensor | None:
+    """``[B]`` int64 ids of speaker names, the same in every batch and process (63 bits of
+    their BLAKE2b digest); None when any speaker is unknown (None or empty)."""
+    if speakers is None or not len(speakers) or any(s is None or str(s) == "" for s in speakers):
+        return None
+    digests = [hashlib.blake2b(str(s).encode("utf-8"), digest_size=8).digest() for s in speakers]
+    return torch.tensor([int.from_bytes(d, "little") >> 1 for d in digests], dtype=torch.long)
 
 
 class FrameSource(Protocol):
@@ -40,7 +54,8 @@ class FrameSource(Protocol):
 class EncoderFrames:
     """Speech batches (``waveforms``, ``lengths`` and the label fields of
     :func:`~lightning_tx.data.collate_utterances`) through a frozen encoder, labelled at the
-    encoder's frame rate by the task's :class:`~lightning_tx.scoring.TaskLabels`.
+    encoder's frame rate by the task's :class:`~lightning_tx.scoring.TaskLabels`, with the
+    batch's ``speakers`` when it names them.
 
     Args:
         encoder: any :class:`~lightning_tx.encoders.FrozenEncoder`.
@@ -64,7 +79,7 @@ class EncoderFrames:
         if self.labels is None:
             raise ValueError("labelled frames need the task's labels (a TaskLabels)")
         labels, mask = self.labels.frame_labels(batch, frame_lengths, self.encoder.frame_rate, steps)
-        return BatchFrames(list(output.hidden_states), mask, labels)
+        return BatchFrames(list(output.hidden_states), mask, labels, speaker_ids(batch.get("speakers")))
 
 
 class ModuleFrames:

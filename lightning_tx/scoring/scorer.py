@@ -118,13 +118,17 @@ class LayerScorer:
             metric.to(device)
         return self
 
-    def update(self, hidden_states: Sequence[Tensor], mask: Tensor, labels: Tensor | None) -> None:
+    def update(
+        self, hidden_states: Sequence[Tensor], mask: Tensor, labels: Tensor | None, speakers: Tensor | None = None
+    ) -> None:
         """Add one batch of the task's frames.
 
         Args:
             hidden_states: one ``[B, T, D_l]`` tensor per layer of the encoder.
             mask: ``[B, T]`` bool, True for frames that are scored (valid and labelled).
             labels: ``[B, T]`` class ids (None when no estimator needs labels).
+            speakers: ``[B]`` int64 speaker ids, the same for a speaker in every batch (for
+                the labelled sample; None: unknown).
         """
         device = hidden_states[self.layers[0]].device
         mask = mask.to(device)
@@ -151,7 +155,8 @@ class LayerScorer:
                     if kind == PROJECTIONS:
                         accumulator.update(frames, domain="target", steps=steps, utterances=rows)
                     elif kind == SAMPLE:
-                        accumulator.update(vectors, vector_labels, groups=groups)
+                        vector_speakers = None if speakers is None else speakers.to(device)[groups]
+                        accumulator.update(vectors, vector_labels, groups=groups, speakers=vector_speakers)
                     else:
                         accumulator.update(vectors, vector_labels)
                 for name in self.separate:

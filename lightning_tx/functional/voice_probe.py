@@ -1,0 +1,176 @@
+r"""A linear probe on voices it has not heard: the leave-one-speaker-out accuracy of a
+ridge classifier whose penalty is set by the Bayesian evidence.
+
+A speech task is usually tested on speakers its training set lacks, and what a confirming
+linear head then measures is how well a layer's classes hold across voices. Scores of the
+training set alone (LogME, H-score, the leave-one-out probe) cannot see that: an utterance
+left out still has its speaker's other utterances in the fit. This estimator holds out a
+speaker at a time.
+
+The model is ridge regression from z-scored features :math:`X` ([M, D]) to one-hot class
+targets, with an unpenalised intercept. Its penalty :math:`\lambda = \alpha / \beta` is the
+one that maximises the evidence of one Bayesian linear model for all C target columns (a
+prior :math:`w_c \sim N(0, \alpha^{-1} I)` and noise precision :math:`\beta` shared by the
+columns; MacKay's fixed point, run to convergence, on centred targets): chosen from the
+training data without any held-out split, so the cross-validation below measures the model
+rather than choosing it. With :math:`A = [\mathbf 1, X]` and :math:`P = \mathrm{diag}(0,
+\lambda I)`, the hat matrix is :math:`H = A (A^\top A + P)^{-1} A^\top`, and the prediction
+for the samples :math:`g` of one speaker by the model fitted without them is exactly
+
+.. math:: \hat Y_{-g} = (I - H_{gg})^{-1} (\hat Y_g - H_{gg} Y_g)
+
+(the deletion formula of linear smoothers; for one sample it is the leave-one-out formula of
+:mod:`lightning_tx.functional.probe`). The score is the fraction of samples whose held-out
+arg-max is their class. Invariant to the scale and offset of every feature dimension (the
+z-scoring); higher is better, in [0, 1]. Meant for pooled vectors, one per utterance or
+token.
+
+**Groups.** Each speaker is held out in turn, and the accuracy is over the samples whose class
+other speakers speak too (a class only one speaker has cannot be predicted without them, by
+any encoder). Where no class has two speakers (speaker identification) or the speakers are
+unknown, each sample is its own group: leave-one-out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lightning_tx.functional.validation import UndefinedScore, check_labelled_frames
+
+
+def evidence_ridge_penalty(features: Tensor, targets: Tensor, *, grid: int = 400, refine: int = 80) -> Tensor:
+    r"""The ridge penalty :math:`t = \alpha / \beta` of the Bayesian linear model with one
+    prior precision :math:`\alpha` and one noise precision :math:`\beta` for every target
+    column, at the maximum of its evidence, with an intercept (integrated out under a flat
+    prior: the centred data count as :math:`n = M - 1` samples).
+
+    With the non-zero eigenvalues :math:`\sigma_i` of :math:`X^\top X` (``k`` of them), the
+    squared projections :math:`x_{ic}` of the targets on them (scaled by
+    :math:`1/\sigma_i`) and :math:`\rho` the part of the targets outside the features' span,
+    the evidence maximised over :math:`\beta` is, up to a constant,
+
+    .. math:: \tfrac{C}{2}\Big[k \log t - \sum_i \log(t + \sigma_i)\Big]
+        - \tfrac{C n}{2} \log\Big(\sum_{i,c} \frac{t\, x_{ic}}{t + \sigma_i} + \rho\Big),
+
+    maximised over :math:`\log t` on a grid from ``1e-6`` of the smallest to ``1e6`` times
+    the largest eigenvalue, then by golden-section search around the best grid point (no
+    fixed-point iteration, whose path to a maximum at zero would depend on round-off).
+
+    Args:
+        features: ``[M, D]`` centred float64 features.
+        targets: ``[M, C]`` centred float64 targets.
+        grid, refine: grid points, golden-section steps.
+
+    Returns:
+        Scalar float64 penalty, in the units of ``X^T X``'s eigenvalues; ``inf`` where the
+        evidence is largest at the grid's upper end (the features say nothing of the targets:
+        the model is its intercept). Raises :class:`~lightning_tx.functional.UndefinedScore`
+        where it is largest at the lower end: at no penalty (the features interpolate the
+        targets, with more dimensions than samples).
+    """
+    count, columns = features.shape[0] - 1, targets.shape[1]
+    eigenvalues, eigenvectors = torch.linalg.eigh(features.T @ features)
+    nonzero = eigenvalues > eigenvalues.max().clamp_min(0) * max(features.shape) * torch.finfo(torch.float64).eps
+    if not bool(nonzero.any()):
+        raise UndefinedScore("the features are all zero: there is no evidence to set a ridge penalty from")
+    sigma = eigenvalues[nonzero]  # [k]
+    projected = ((eigenvectors[:, nonzero].T @ (features.T @ targets)) ** 2).sum(1) / sigma  # [k], summed over C
+    outside = ((targets * targets).sum() - projected.sum()).clamp_min(0)
+
+    def log_evidence(log_t: Tensor) -> Tensor:  # [G] -> [G]
+        t = log_t.exp().unsqueeze(1)
+        fit = (t * projected / (t + sigma)).sum(1) + outside
+        return columns / 2 * (sigma.numel() * log_t - torch.log(t + sigma).sum(1)) - columns * count / 2 * fit.log()
+
+    low, high = float(sigma.min().log()) - math.log(1e6), float(sigma.max().log()) + math.log(1e6)
+    points = torch.linspace(low, high, grid, dtype=torch.float64, device=features.device)
+    best = int(log_evidence(points).argmax())
+    if best == 0:
+        raise UndefinedScore(
+            f"the evidence sets no ridge penalty: it is largest at none (the {features.shape[1]}-dimensional "
+            f"features interpolate the classes of {features.shape[0]} samples); score more samples"
+        )
+    if best == grid - 1:  # the features say nothing of the targets: the intercept alone
+        return torch.tensor(math.inf, dtype=torch.float64, device=features.device)
+    a, b = points[best - 1], points[best + 1]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(refine):
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        if float(log_evidence(torch.stack([c, d])).diff()) < 0:
+            b = d
+        else:
+            a = c
+    return ((a + b) / 2).exp()
+
+
+def voice_probe_accuracy(
+    features: Tensor,
+    labels: Tensor,
+    speakers: Tensor | None = None,
+    *,
+    num_classes: int | None = None,
+) -> Tensor:
+    """Leave-one-speaker-out accuracy of the evidence-tuned ridge classifier (see the module).
+
+    Args:
+        features: ``[M, D]`` pooled vectors (any float dtype; computed in float64).
+        labels: ``[M]`` class ids.
+        speakers: ``[M]`` integer speaker ids (any values; None: unknown, leave-one-out).
+        num_classes: the task's classes (default ``labels.max() + 1``).
+
+    Returns:
+        Scalar float64 in [0, 1]: the fraction of the scored samples (see the module) that the
+        model fitted without their group classifies correctly.
+    """
+    num_classes = check_labelled_frames(features, labels, num_classes)
+    count = features.shape[0]
+    if count < 3:
+        raise UndefinedScore(f"the voice probe needs at least 3 samples to hold some out, got {count}")
+    x = features.to(torch.float64)
+    labels = labels.to(x.device).long()
+    spread = x.std(0, correction=0)
+    varying = spread > 0
+    if not bool(varying.any()):
+        raise UndefinedScore("the features are constant over the samples: the probe has nothing to fit")
+    x = (x[:, varying] - x[:, varying].mean(0)) / spread[varying]
+    targets = torch.nn.functional.one_hot(labels, num_classes).to(torch.float64)
+    penalty = evidence_ridge_penalty(x, targets - targets.mean(0))
+    groups, scored = held_out_groups(labels, speakers, num_classes)
+
+    u, singular, _ = torch.linalg.svd(x, full_matrices=False)
+    keep = singular > singular.max() * max(x.shape) * torch.finfo(torch.float64).eps
+    u, squares = u[:, keep], singular[keep] ** 2
+    hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
+    fitted = hat @ targets
+    if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
+        leverage = hat.diagonal().unsqueeze(1)
+        left_out = (fitted - leverage * targets) / (1 - leverage)
+    else:
+        left_out = torch.empty_like(fitted)
+        for rows in groups:
+            block = hat[rows][:, rows]
+            eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
+            left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
+    return (left_out.argmax(1) == labels)[scored].to(torch.float64).mean()
+
+
+def held_out_groups(labels: Tensor, speakers: Tensor | None, num_classes: int) -> tuple[list[Tensor], Tensor]:
+    """The row indices of each held-out group, and which rows are scored (``[M]`` bool):
+    per speaker, scoring the samples whose class other speakers also speak; one group per
+    sample, scoring all, when speakers are unknown or no class has two speakers."""
+    count = labels.shape[0]
+    if speakers is not None:
+        if speakers.shape != labels.shape:
+            raise ValueError(f"`speakers` must have shape [M]={tuple(labels.shape)}, got {tuple(speakers.shape)}")
+        _, speaker = torch.unique(speakers.to(labels.device), return_inverse=True)
+        stride = int(speaker.max()) + 1
+        pairs = torch.unique(labels * stride + speaker)  # the (class, speaker) pairs present
+        voices_per_class = torch.bincount(pairs // stride, minlength=num_classes)
+        scored = voices_per_class[labels] >= 2
+        if bool(scored.any()):
+            order = torch.argsort(speaker, stable=True)
+            return list(torch.split(order, torch.bincount(speaker).tolist())), scored
+    return list(torch.arange(count, device=labels.device).split(1)), torch.ones_like(labels, dtype=torch.bool)

@@ -1,0 +1,141 @@
+"""The leave-one-speaker-out voice probe against refitting it once per speaker, with the
+evidence's penalty found by a numerical optimiser (tests/reference.py)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import classification_data
+from reference import reference_shared_evidence_penalty, reference_voice_probe
+
+from lightning_tx.functional import UndefinedScore, evidence_ridge_penalty, ridge_probe_accuracy, voice_probe_accuracy
+from lightning_tx.metrics import LabelledSampleMetric, get_estimator
+from lightning_tx.scoring import LayerScorer
+from lightning_tx.scoring.frames import speaker_ids
+
+
+def _zscored(features):
+    x = features.to(torch.float64)
+    return (x - x.mean(0)) / x.std(0, correction=0)
+
+
+@pytest.mark.parametrize(("m", "d", "c"), [(60, 5, 3), (40, 70, 4)])
+def test_the_penalty_maximises_the_evidence(m, d, c):
+    features, labels = classification_data(m, d, c, seed=4)
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, c).to(torch.float64)
+    expected = reference_shared_evidence_penalty(x.numpy(), targets.numpy())
+    penalty = float(evidence_ridge_penalty(x, targets - targets.mean(0)))
+    assert penalty == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("m", "d", "c", "voices"), [(72, 6, 3, 6), (48, 60, 4, 4)])
+def test_matches_refitting_without_each_speaker(m, d, c, voices):
+    features, labels = classification_data(m, d, c, seed=5, scale=20.0, offset=3.0)
+    features = features * torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    speakers = torch.arange(m) % voices  # every class spoken by several voices
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, c).to(torch.float64)
+    penalty = float(evidence_ridge_penalty(x, targets - targets.mean(0)))
+    expected = reference_voice_probe(features.numpy(), labels.numpy(), speakers.numpy(), c, penalty)
+    assert float(voice_probe_accuracy(features, labels, speakers, num_classes=c)) == pytest.approx(expected, abs=1e-12)
+    loo = reference_voice_probe(features.numpy(), labels.numpy(), None, c, penalty)
+    assert float(voice_probe_accuracy(features, labels, None, num_classes=c)) == pytest.approx(loo, abs=1e-12)
+
+
+def test_a_class_only_one_speaker_has_is_not_scored():
+    features, labels = classification_data(60, 5, 3, seed=8)
+    speakers = torch.arange(60) % 4
+    speakers[labels == 2] = 9  # class 2: one speaker alone
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, 3).to(torch.float64)
+    penalty = float(evidence_ridge_penalty(x, targets - targets.mean(0)))
+    expected = reference_voice_probe(features.numpy(), labels.numpy(), speakers.numpy(), 3, penalty)
+    assert float(voice_probe_accuracy(features, labels, speakers)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_speaker_per_class_falls_back_to_leave_one_out():
+    """Speaker identification: holding a speaker out would hold its class out, so each sample is left out alone."""
+    features, labels = classification_data(40, 8, 4, seed=6)
+    by_class = voice_probe_accuracy(features, labels, labels * 7 + 100)
+    assert float(by_class) == float(voice_probe_accuracy(features, labels, None))
+
+
+def test_voices_the_fit_has_not_heard():
+    """Features that carry the class only in a speaker's own way: leaving one utterance out
+    keeps its speaker in the fit (near perfect); leaving the speaker out does not (chance)."""
+    g = torch.Generator().manual_seed(0)
+    voices, classes, repeats, dim = 6, 3, 4, 40
+    codes = torch.randn(voices, classes, dim, generator=g, dtype=torch.float64)  # each voice's own class codes
+    speakers = torch.arange(voices).repeat_interleave(classes * repeats)
+    labels = torch.arange(classes).repeat_interleave(repeats).repeat(voices)
+    features = codes[speakers, labels] + 0.05 * torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
+    assert float(ridge_probe_accuracy(features, labels)) > 0.95
+    assert float(voice_probe_accuracy(features, labels)) > 0.95  # leave-one-out without speakers
+    assert float(voice_probe_accuracy(features, labels, speakers)) < 0.6
+
+
+def test_ignores_scale_and_offset():
+    features, labels = classification_data(60, 6, 3, seed=7)
+    speakers = torch.arange(60) % 5
+    base = float(voice_probe_accuracy(features, labels, speakers))
+    assert float(voice_probe_accuracy(features * torch.arange(1.0, 7.0) - 50.0, labels, speakers)) == base
+
+
+def test_features_unrelated_to_the_classes_leave_the_intercept():
+    """Where the evidence is largest at an infinite penalty, each held-out prediction is the
+    majority class of the other speakers' samples."""
+    labels = torch.tensor([0, 0, 0, 1] * 10)
+    features = torch.randn(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, 2).to(torch.float64)
+    assert torch.isinf(evidence_ridge_penalty(x, targets - targets.mean(0)))
+    assert float(voice_probe_accuracy(features, labels, torch.arange(40) % 5)) == 0.75
+
+
+def test_undefined_and_bad_inputs():
+    with pytest.raises(UndefinedScore, match="constant"):
+        voice_probe_accuracy(torch.ones(10, 3), torch.arange(10) % 2)
+    with pytest.raises(UndefinedScore, match="at least 3 samples"):
+        voice_probe_accuracy(torch.randn(2, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="speakers"):
+        voice_probe_accuracy(torch.randn(6, 3), torch.arange(6) % 2, torch.zeros(5, dtype=torch.long))
+
+
+def test_speaker_ids_are_stable_and_unknown_speakers_are_none():
+    first = speaker_ids(["en-01", "es-02", "en-01"])
+    assert first.dtype == torch.long and bool((first >= 0).all())
+    assert first[0] == first[2] != first[1]
+    assert torch.equal(first, speaker_ids(["en-01", "es-02", "en-01"]))
+    assert speaker_ids(["en-01", None]) is None and speaker_ids(["", "a"]) is None and speaker_ids(None) is None
+
+
+def test_pooled_voice_probe_in_the_engine_holds_out_each_speaker():
+    """The engine's pooled_voice_probe is the voice probe of the mean-pooled utterances and
+    their speakers, fed over batches of mixed speakers; without speakers, leave-one-out."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(30, 6, 5, generator=g, dtype=torch.float64)
+    labels = torch.arange(30) % 3
+    hidden[:, :, 0] += labels.unsqueeze(1)
+    mask = torch.ones(30, 6, dtype=torch.bool)
+    mask[::3, 4:] = False
+    speakers = speaker_ids([f"voice-{i % 5}" for i in range(30)])
+    frame_labels = labels.unsqueeze(1).expand(-1, 6)
+    pooled = torch.stack([hidden[i][mask[i]].mean(0) for i in range(30)])
+    for given in (speakers, None):
+        scorer = LayerScorer([5], ["pooled_voice_probe", "pooled_probe"], 3)
+        for rows in (slice(0, 12), slice(12, 30)):
+            scorer.update([hidden[rows]], mask[rows], frame_labels[rows], None if given is None else given[rows])
+        expected = float(voice_probe_accuracy(pooled, labels, given))
+        assert scorer.compute()["pooled_voice_probe"][0] == pytest.approx(expected, abs=1e-12)
+    assert get_estimator("pooled_voice_probe").pooled and get_estimator("pooled_voice_probe").higher_is_better
+
+
+def test_the_sample_keeps_speakers_and_says_when_any_is_unknown():
+    metric = LabelledSampleMetric(2, 2, max_samples=8)
+    metric.update(torch.randn(3, 2), torch.tensor([0, 1, 0]), speakers=torch.tensor([5, 6, 5]))
+    assert sorted(metric.compute().speakers.tolist()) == [5, 5, 6]
+    metric.update(torch.randn(2, 2), torch.tensor([1, 0]))  # speakers unknown
+    assert metric.compute().speakers is None
+    with pytest.raises(ValueError, match=">= 0"):
+        metric.update(torch.randn(1, 2), torch.tensor([1]), speakers=torch.tensor([-3]))
+    assert np.isfinite(metric.compute().features.numpy()).all()
