@@ -1,15 +1,19 @@
 """The leave-one-speaker-out voice probe against refitting it once per speaker, with the
 evidence's penalty found by a numerical optimiser (tests/reference.py)."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
 from conftest import classification_data
 from reference import reference_shared_evidence_penalty, reference_voice_probe
 
+from lightning_tx.data import SpeechDataModule
+from lightning_tx.encoders import Filterbank
 from lightning_tx.functional import UndefinedScore, evidence_ridge_penalty, ridge_probe_accuracy, voice_probe_accuracy
 from lightning_tx.metrics import LabelledSampleMetric, get_estimator
-from lightning_tx.scoring import LayerScorer
+from lightning_tx.scoring import EncoderFrames, LayerScorer, TaskLabels
 from lightning_tx.scoring.frames import speaker_ids
 
 
@@ -139,3 +143,34 @@ def test_the_sample_keeps_speakers_and_says_when_any_is_unknown():
     with pytest.raises(ValueError, match=">= 0"):
         metric.update(torch.randn(1, 2), torch.tensor([1]), speakers=torch.tensor([-3]))
     assert np.isfinite(metric.compute().features.numpy()).all()
+
+
+def _manifest(tiny_corpus, path, split_of):
+    rows = list(csv.DictReader(open(tiny_corpus, encoding="utf-8")))
+    for row in rows:
+        row["audio"] = str(tiny_corpus.parent / row["audio"])
+        row["alignment"] = str(tiny_corpus.parent / row["alignment"])
+        row["split"] = split_of(row)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_speakers_reach_the_probe_only_where_the_task_tests_unseen_voices(tiny_corpus, tmp_path):
+    """The built-in corpus splits each speaker's repetitions (test voices are train voices):
+    no speakers; a split by speaker: the batch's speakers, as stable ids."""
+    voices = sorted({row["speaker"] for row in csv.DictReader(open(tiny_corpus, encoding="utf-8"))})
+    by_voice = _manifest(
+        tiny_corpus, tmp_path / "by-voice.csv", lambda r: "train" if r["speaker"] == voices[0] else "test"
+    )
+    for manifest, unseen in ((tiny_corpus, False), (by_voice, True)):
+        dm = SpeechDataModule(manifest=manifest, batch_size=4)
+        labels = TaskLabels.from_datamodule(dm)
+        assert labels.unseen_speakers is unseen
+        batch = next(iter(dm.train_dataloader()))
+        frames = EncoderFrames(Filterbank(n_mels=8), labels)(batch)
+        assert (frames.speakers is not None) is unseen
+        if unseen:
+            assert torch.equal(frames.speakers, speaker_ids(batch["speakers"]))

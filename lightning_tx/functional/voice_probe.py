@@ -25,10 +25,13 @@ arg-max is their class. Invariant to the scale and offset of every feature dimen
 z-scoring); higher is better, in [0, 1]. Meant for pooled vectors, one per utterance or
 token.
 
-**Groups.** Each speaker is held out in turn, and the accuracy is over the samples whose class
-other speakers speak too (a class only one speaker has cannot be predicted without them, by
-any encoder). Where no class has two speakers (speaker identification) or the speakers are
-unknown, each sample is its own group: leave-one-out.
+**Groups.** In the scoring engine the speakers are given where the task is tested on voices
+its train split lacks (:class:`~lightning_tx.scoring.TaskLabels` ``unseen_speakers``), and
+not where its test voices are also in train. Each speaker is held out in turn, and the
+accuracy is over the samples whose class other speakers speak too (a class only one speaker
+has cannot be predicted without them, by any encoder). Where no class has two speakers
+(speaker identification) or the speakers are unknown, each sample is its own group:
+leave-one-out.
 """
 
 from __future__ import annotations

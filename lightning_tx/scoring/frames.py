@@ -55,7 +55,7 @@ class EncoderFrames:
     """Speech batches (``waveforms``, ``lengths`` and the label fields of
     :func:`~lightning_tx.data.collate_utterances`) through a frozen encoder, labelled at the
     encoder's frame rate by the task's :class:`~lightning_tx.scoring.TaskLabels`, with the
-    batch's ``speakers`` when it names them.
+    batch's ``speakers`` when the task is tested on unseen ones (``unseen_speakers``).
 
     Args:
         encoder: any :class:`~lightning_tx.encoders.FrozenEncoder`.
@@ -79,7 +79,8 @@ class EncoderFrames:
         if self.labels is None:
             raise ValueError("labelled frames need the task's labels (a TaskLabels)")
         labels, mask = self.labels.frame_labels(batch, frame_lengths, self.encoder.frame_rate, steps)
-        return BatchFrames(list(output.hidden_states), mask, labels, speaker_ids(batch.get("speakers")))
+        speakers = speaker_ids(batch.get("speakers")) if self.labels.unseen_speakers else None
+        return BatchFrames(list(output.hidden_states), mask, labels, speakers)
 
 
 class ModuleFrames:

@@ -46,6 +46,9 @@ class TaskLabels:
         data_labels: for ``"utterance"``, the names of the ids found in ``batch["labels"]``
             (the datamodule's vocabulary), when they differ from ``classes`` because of
             ``exclude``.
+        unseen_speakers: the task is tested on voices its train split lacks (every utterance
+            names its speaker, and no val or test speaker is in train): estimators that hold
+            out a speaker at a time (``pooled_voice_probe``) then get the speakers.
     """
 
     source: str
@@ -54,6 +57,7 @@ class TaskLabels:
     exclude: tuple[str, ...] = ()
     aligner: CTCForcedAligner | None = None
     data_labels: list[str] | None = None
+    unseen_speakers: bool = False
     _remap: Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +146,7 @@ class TaskLabels:
             exclude=excluded,
             aligner=aligner,
             data_labels=names if source == "utterance" and len(classes) != len(names) else None,
+            unseen_speakers=tests_unseen_speakers(datamodule),
         )
 
     @classmethod
@@ -220,3 +225,16 @@ class TaskLabels:
         return alignment_frame_labels(
             segments, frame_lengths, frame_rate, self.vocabulary, steps=steps, exclude=self.exclude
         )
+
+
+def tests_unseen_speakers(datamodule: Any) -> bool:
+    """Whether a datamodule's val and test utterances are all by speakers its train split
+    lacks (False when any utterance has no speaker, or the module cannot list its records)."""
+    try:
+        speakers = {split: [r.speaker for r in datamodule.records(split)] for split in ("train", "val", "test")}
+    except (AttributeError, RuntimeError, KeyError):
+        return False
+    everyone = [s for names in speakers.values() for s in names]
+    if not speakers["train"] or not (speakers["val"] or speakers["test"]) or any(not s for s in everyone):
+        return False
+    return not set(speakers["train"]) & set(speakers["val"] + speakers["test"])
