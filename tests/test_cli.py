@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import math
 import os
 import warnings
@@ -124,6 +125,7 @@ def test_confirm_all_then_only(ranked, tiny_corpus):
 def test_confirm_sweeps_learning_rates_on_val_and_averages_seeds(ranked, tiny_corpus, tmp_path, caplog):
     args = _confirm_args(ranked, tiny_corpus, tmp_path, max_epochs=2)
     args += ["--all", "true", "--learning_rates", "[0.0001, 0.05]", "--seeds", "[0, 1, 2]"]
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")  # whatever earlier tests left it at
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         main(args)
