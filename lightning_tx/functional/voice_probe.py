@@ -11,9 +11,9 @@ The model is ridge regression from z-scored features :math:`X` ([M, D]) to one-h
 targets, with an unpenalised intercept. Its penalty :math:`\lambda = \alpha / \beta` is the
 one that maximises the evidence of one Bayesian linear model for all C target columns (a
 prior :math:`w_c \sim N(0, \alpha^{-1} I)` and noise precision :math:`\beta` shared by the
-columns; MacKay's fixed point, run to convergence, on centred targets): chosen from the
-training data without any held-out split, so the cross-validation below measures the model
-rather than choosing it. With :math:`A = [\mathbf 1, X]` and :math:`P = \mathrm{diag}(0,
+columns, on centred targets; :func:`evidence_ridge_penalty`): chosen from the training
+data without any held-out split, so the cross-validation below measures the model rather
+than choosing it. With :math:`A = [\mathbf 1, X]` and :math:`P = \mathrm{diag}(0,
 \lambda I)`, the hat matrix is :math:`H = A (A^\top A + P)^{-1} A^\top`, and the prediction
 for the samples :math:`g` of one speaker by the model fitted without them is exactly
 
