@@ -53,18 +53,11 @@ def ridge_probe_accuracy(
     count = features.shape[0]
     if count < 3:
         raise UndefinedScore(f"the probe needs at least 3 samples to leave one out, got {count}")
-    x = features.to(torch.float64)
-    spread = x.std(0, correction=0)
-    varying = spread > 0
-    if not bool(varying.any()):
-        raise UndefinedScore("the features are constant over the samples: the probe has nothing to fit")
-    x = (x[:, varying] - x[:, varying].mean(0)) / spread[varying]
+    x = zscored_samples(features)
     labels = labels.to(x.device).long()
     targets = torch.nn.functional.one_hot(labels, num_classes).to(torch.float64)
     centred_targets = targets - targets.mean(0)
-    u, singular, _ = torch.linalg.svd(x, full_matrices=False)
-    keep = singular > singular.max() * max(x.shape) * torch.finfo(torch.float64).eps
-    u, squares = u[:, keep], singular[keep] ** 2
+    u, squares, singular = left_singular_vectors(x)
     projected = u.T @ centred_targets  # [r, C]
     mean_eigenvalue = (singular**2).sum() / x.shape[1]
     best_error, best_accuracy = None, None
@@ -82,3 +75,23 @@ def ridge_probe_accuracy(
     if best_accuracy is None:
         raise UndefinedScore("every penalty fits some sample exactly: too few samples for a leave-one-out probe")
     return best_accuracy
+
+
+def zscored_samples(features: Tensor) -> Tensor:
+    """``[M, D']`` float64: each dimension of ``[M, D]`` samples that varies, centred and
+    divided by its standard deviation over them (constant dimensions dropped)."""
+    x = features.to(torch.float64)
+    spread = x.std(0, correction=0)
+    varying = spread > 0
+    if not bool(varying.any()):
+        raise UndefinedScore("the features are constant over the samples: the probe has nothing to fit")
+    return (x[:, varying] - x[:, varying].mean(0)) / spread[varying]
+
+
+def left_singular_vectors(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(u [M, r], squares [r], singular [min(M, D)])`` of ``[M, D]`` ``x``: the left singular
+    vectors of its ``r`` non-zero singular values (above round-off), their squares, and
+    every singular value."""
+    u, singular, _ = torch.linalg.svd(x, full_matrices=False)
+    keep = singular > singular.max() * max(x.shape) * torch.finfo(torch.float64).eps
+    return u[:, keep], singular[keep] ** 2, singular

@@ -41,6 +41,7 @@ import math
 import torch
 from torch import Tensor
 
+from lightning_tx.functional.probe import left_singular_vectors, zscored_samples
 from lightning_tx.functional.validation import UndefinedScore, check_labelled_frames
 
 
@@ -132,20 +133,13 @@ def voice_probe_accuracy(
     count = features.shape[0]
     if count < 3:
         raise UndefinedScore(f"the voice probe needs at least 3 samples to hold some out, got {count}")
-    x = features.to(torch.float64)
+    x = zscored_samples(features)
     labels = labels.to(x.device).long()
-    spread = x.std(0, correction=0)
-    varying = spread > 0
-    if not bool(varying.any()):
-        raise UndefinedScore("the features are constant over the samples: the probe has nothing to fit")
-    x = (x[:, varying] - x[:, varying].mean(0)) / spread[varying]
     targets = torch.nn.functional.one_hot(labels, num_classes).to(torch.float64)
     penalty = evidence_ridge_penalty(x, targets - targets.mean(0))
     groups, scored = held_out_groups(labels, speakers, num_classes)
 
-    u, singular, _ = torch.linalg.svd(x, full_matrices=False)
-    keep = singular > singular.max() * max(x.shape) * torch.finfo(torch.float64).eps
-    u, squares = u[:, keep], singular[keep] ** 2
+    u, squares, _ = left_singular_vectors(x)
     hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
     fitted = hat @ targets
     if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
