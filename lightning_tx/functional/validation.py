@@ -52,6 +52,15 @@ def check_features(features: Tensor, name: str = "features", *, finite: bool = T
         )
 
 
+def check_speaker_ids(speakers: Tensor, count: int) -> None:
+    """Raise if ``speakers`` is not ``[count]`` integer ids >= 0 (the value check is the
+    caller's inside :func:`values_checked_by_caller`)."""
+    if speakers.shape != (count,) or speakers.is_floating_point() or speakers.dtype == torch.bool:
+        raise ValueError(f"`speakers` must be [N]=[{count}] integer ids, got {tuple(speakers.shape)} {speakers.dtype}")
+    if count and not _VALUES_CHECKED_BY_CALLER.get() and bool((speakers < 0).any()):
+        raise ValueError("speaker ids must be >= 0 (see lightning_tx.scoring.frames.speaker_ids)")
+
+
 def check_class_labels(labels: Tensor, num_classes: int, name: str = "targets") -> None:
     """Raise if ``labels`` is not a ``[N]`` integer tensor with values in ``[0, num_classes)``."""
     if labels.ndim != 1:

@@ -14,7 +14,7 @@ from lightning_tx.functional.frames import frame_mask
 from lightning_tx.functional.knn import knn_accuracy
 from lightning_tx.functional.probe import ridge_probe_accuracy
 from lightning_tx.functional.sliced_wasserstein import class_sliced_wasserstein
-from lightning_tx.functional.validation import check_classes_present
+from lightning_tx.functional.validation import check_classes_present, check_speaker_ids
 from lightning_tx.functional.voice_probe import voice_probe_accuracy
 from lightning_tx.metrics.base import ClassificationTransferabilityMetric
 from lightning_tx.metrics.sampling import keep_smallest, process_rank, sample_keys
@@ -91,10 +91,10 @@ class LabelledSampleMetric(ClassificationTransferabilityMetric):
             raise ValueError(f"`groups` must have shape [N]=[{count}], got {tuple(groups.shape)}")
         if speakers is None:
             speakers = torch.full((count,), _NO_SPEAKER, device=frames.device)
-        elif features.ndim == 3 or speakers.shape != (count,):
-            raise ValueError(f"`speakers` must have shape [N]=[{count}] (flat frames), got {tuple(speakers.shape)}")
-        elif bool((speakers < 0).any()):
-            raise ValueError("speaker ids must be >= 0 (see lightning_tx.scoring.frames.speaker_ids)")
+        elif features.ndim == 3:
+            raise ValueError("`speakers` are given for flat [N, D] frames, not padded [B, T, D] ones")
+        else:
+            check_speaker_ids(speakers, count)
         _, local = torch.unique(groups, return_inverse=True)
         groups = process_rank() * _GROUP_STRIDE + self.groups_seen + local
         keys = sample_keys(self.seed, 0, int(self.frames_seen), count, frames.device)
