@@ -66,6 +66,7 @@ ESTIMATORS = [
     *(f"pooled_{name}" for name in LABEL_ESTIMATORS),
     "pooled_probe",
     "pooled_voice_probe",
+    "pooled_logistic_probe",
     "sliced_wasserstein",
     "sliced_wasserstein_time_steps",
     "sliced_wasserstein_utterances",

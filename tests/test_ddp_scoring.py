@@ -66,7 +66,14 @@ def _rank_config(path, odd_task, frame_labels="utterance"):
         "model": {
             "class_path": "lightning_tx.ranking.RankingModule",
             "init_args": {
-                "estimators": ["logme", "hscore", "gbc", "pooled_voice_probe", "sliced_wasserstein"],
+                "estimators": [
+                    "logme",
+                    "hscore",
+                    "gbc",
+                    "pooled_voice_probe",
+                    "pooled_logistic_probe",
+                    "sliced_wasserstein",
+                ],
                 "frame_labels": frame_labels,
                 "candidates": [
                     {"encoder": {"class_path": "lightning_tx.encoders.Filterbank", "init_args": {"n_mels": 24}}},

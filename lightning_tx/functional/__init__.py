@@ -14,6 +14,7 @@ from lightning_tx.functional.frames import (
 from lightning_tx.functional.gbc import gbc, gbc_from_statistics
 from lightning_tx.functional.hscore import hscore, hscore_from_statistics, ledoit_wolf_shrinkage
 from lightning_tx.functional.knn import knn_accuracy
+from lightning_tx.functional.logistic_probe import logistic_probe_accuracy
 from lightning_tx.functional.logme import (
     logme,
     logme_from_class_statistics,
@@ -56,6 +57,7 @@ __all__ = [
     "hscore_from_statistics",
     "lengths_to_mask",
     "ledoit_wolf_shrinkage",
+    "logistic_probe_accuracy",
     "logme",
     "logme_from_statistics",
     "logme_statistics",

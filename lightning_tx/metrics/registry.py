@@ -32,6 +32,7 @@ from lightning_tx.metrics.sample import (
     LabelledSample,
     class_swd_from_sample,
     knn_from_sample,
+    logistic_probe_from_sample,
     probe_from_sample,
     voice_probe_from_sample,
 )
@@ -124,6 +125,10 @@ ESTIMATORS["pooled_probe"] = replace(_sample_estimator("pooled_probe", None, pro
 # ... and held out a speaker at a time, as a test set of unseen voices holds them out.
 ESTIMATORS["pooled_voice_probe"] = replace(
     _sample_estimator("pooled_voice_probe", None, voice_probe_from_sample), pooled=True
+)
+# ... and the confirming head's own model, a softmax classifier, fitted in every fold.
+ESTIMATORS["pooled_logistic_probe"] = replace(
+    _sample_estimator("pooled_logistic_probe", None, logistic_probe_from_sample), pooled=True
 )
 for _reduction in ("frames", "time_steps", "utterances"):
     _name = "sliced_wasserstein" if _reduction == "frames" else f"sliced_wasserstein_{_reduction}"

@@ -1,6 +1,6 @@
 """Estimators computed from a bounded uniform sample of labelled frames: k-NN accuracy, the
 label-aware sliced Wasserstein separation of the classes, the leave-one-out ridge probe and
-the leave-one-speaker-out voice probe."""
+the leave-one-speaker-out voice probe and logistic probe."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import Tensor
 
 from lightning_tx.functional.frames import frame_mask
 from lightning_tx.functional.knn import knn_accuracy
+from lightning_tx.functional.logistic_probe import logistic_probe_accuracy
 from lightning_tx.functional.probe import ridge_probe_accuracy
 from lightning_tx.functional.sliced_wasserstein import class_sliced_wasserstein
 from lightning_tx.functional.validation import check_classes_present, check_speaker_ids
@@ -146,6 +147,13 @@ def voice_probe_from_sample(sample: LabelledSample, *, num_classes: int) -> Tens
     holding out its speakers (leave-one-out where they are unknown or cannot be held out)."""
     check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
     return voice_probe_accuracy(sample.features, sample.labels, sample.speakers, num_classes=num_classes)
+
+
+def logistic_probe_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any) -> Tensor:
+    """:func:`~lightning_tx.functional.logistic_probe_accuracy` of a sample (of pooled vectors),
+    holding out its speakers (stratified folds where they are unknown or cannot be held out)."""
+    check_classes_present(torch.bincount(sample.labels, minlength=num_classes).to(torch.float64))
+    return logistic_probe_accuracy(sample.features, sample.labels, sample.speakers, num_classes=num_classes, **kwargs)
 
 
 def class_swd_from_sample(sample: LabelledSample, *, num_classes: int, **kwargs: Any) -> Tensor:
