@@ -40,6 +40,7 @@ from lightning_tx.pretraining import SMALL_CONFORMER, pretrain
 # The benchmark's default first (it orders the ranking), then the others for comparison.
 DEMO_ESTIMATORS = [
     "pooled_voice_probe",
+    "pooled_logistic_probe",
     "pooled_logme_standardized",
     "pooled_logme",
     "ensemble",

@@ -17,7 +17,9 @@ weights, a flat one on the intercept; scikit-learn's default ``C = 1``) over the
 training samples have (one the fold lacks cannot be predicted), strictly convex, so each
 fold's fit is unique whatever the solver's start. Every fold is fitted at once by
 L-BFGS on the sum of the folds' objectives (their parameters do not interact), in float64,
-until the largest gradient entry of the mean objective is below ``tolerance``.
+in coordinates preconditioned by the features' covariance, until the largest entry of the
+gradient of each fold's mean objective (per training sample) in those coordinates is below
+``tolerance``.
 
 **Folds.** The speakers are held out as in :func:`~lightning_tx.functional.voice_probe.held_out_groups`
 (one speaker per fold, scored on the samples whose class other speakers speak too); where the
@@ -52,7 +54,7 @@ def logistic_probe_accuracy(
     *,
     num_classes: int | None = None,
     max_folds: int = 10,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-7,
     max_iterations: int = 500,
 ) -> Tensor:
     """Cross-validated accuracy of the L2-penalised softmax classifier (see the module).
@@ -63,8 +65,8 @@ def logistic_probe_accuracy(
         speakers: ``[M]`` integer speaker ids (any values; None: unknown, stratified folds).
         num_classes: the task's classes (default ``labels.max() + 1``).
         max_folds: at most this many folds (groups beyond are merged).
-        tolerance: stop when every entry of the gradient of the folds' mean objective
-            (per training sample) is below this.
+        tolerance: stop when every entry of the gradient of each fold's mean objective
+            (per training sample, in the preconditioned coordinates) is below this.
         max_iterations: L-BFGS iterations at most.
 
     Returns:
@@ -132,14 +134,24 @@ def fit_softmax_folds(
         the classes the fold's training rows lack).
     """
     folds, dims = train.shape[0], x.shape[1]
-    weight = torch.zeros(folds, dims + 1, num_classes, dtype=torch.float64, device=x.device, requires_grad=True)
-    augmented = torch.cat([x, torch.ones_like(x[:, :1])], 1)  # [M, D + 1]: the intercept last
+    # L-BFGS runs in preconditioned coordinates U, W = Q U: with Q = (X^T X / C + I)^(-1/2)
+    # (and (M / C)^(-1/2) for the intercept), the curvature of the objective at the start
+    # (uniform class probabilities, whose softmax Hessian is about I / C) is about I, where in
+    # W it spans the eigenvalues of X^T X / C + I. The optimum is the same; only the path
+    # to it is shorter.
+    eigenvalues, eigenvectors = torch.linalg.eigh(x.T @ x)
+    scales = (eigenvalues.clamp_min(0) / num_classes + 1).rsqrt()
+    precondition = torch.zeros(dims + 1, dims + 1, dtype=torch.float64, device=x.device)
+    precondition[:dims, :dims] = (eigenvectors * scales) @ eigenvectors.T
+    precondition[dims, dims] = (x.shape[0] / num_classes) ** -0.5
+    basis = torch.cat([x, torch.ones_like(x[:, :1])], 1) @ precondition  # [M, D + 1]
+    coordinates = torch.zeros(folds, dims + 1, num_classes, dtype=torch.float64, device=x.device, requires_grad=True)
     mask = train.to(torch.float64)
     sizes = mask.sum(1)  # [F]
     counts = mask @ torch.nn.functional.one_hot(labels, num_classes).to(torch.float64)  # [F, C]
     absent = (counts == 0).unsqueeze(1)  # [F, 1, C]: classes a fold cannot learn get no logit
     optimizer = torch.optim.LBFGS(
-        [weight],
+        [coordinates],
         lr=1.0,
         max_iter=max_iterations,
         tolerance_grad=tolerance,
@@ -150,12 +162,13 @@ def fit_softmax_folds(
 
     def objective() -> Tensor:
         optimizer.zero_grad()
-        logits = torch.matmul(augmented, weight).masked_fill(absent, -math.inf)  # [F, M, C]
+        logits = torch.matmul(basis, coordinates).masked_fill(absent, -math.inf)  # [F, M, C]
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, num_classes), labels.repeat(folds), reduction="none"
         ).reshape(folds, -1)
         nll = nll.masked_fill(~train, 0.0)  # a held-out sample of an absent class: inf, not fitted
-        penalty = 0.5 * (weight[:, :dims] ** 2).sum((1, 2))  # [F]: the intercept is not penalised
+        weight = torch.matmul(precondition[:dims, :dims], coordinates[:, :dims])  # [F, D, C]
+        penalty = 0.5 * (weight**2).sum((1, 2))  # [F]: the intercept is not penalised
         loss = ((nll.sum(1) + penalty) / sizes).sum()
         loss.backward()
         return loss
@@ -163,7 +176,7 @@ def fit_softmax_folds(
     with torch.enable_grad():
         optimizer.step(objective)
         objective()
-    largest = float(weight.grad.abs().max())
+    largest = float(coordinates.grad.abs().max())
     if largest > tolerance:
         warnings.warn(
             f"the logistic probe's L-BFGS (at most {max_iterations} iterations) stopped at a gradient entry of "
@@ -172,4 +185,4 @@ def fit_softmax_folds(
             stacklevel=3,
         )
     with torch.no_grad():
-        return torch.matmul(augmented, weight).masked_fill(absent, -math.inf)
+        return torch.matmul(basis, coordinates).masked_fill(absent, -math.inf)
