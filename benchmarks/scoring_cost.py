@@ -4,7 +4,7 @@ For every candidate of the benchmark's zoo that has weights to fine-tune, on one
 training split, in this process:
 
 - **scoring**: the frozen pass that scores every layer, once with the default estimator
-  alone (the first of ``configs/rank.yaml``) and once with all of ``configs/rank.yaml``'s
+  alone (the first of ``configs/rank.yaml``, or ``--estimator``'s) and once with all of ``configs/rank.yaml``'s
   estimators, through the scoring engine as ``train.py rank`` runs it;
 - **one epoch of fine-tuning**: ``FineTuneModule(mode="full")`` on the same split through
   Lightning's ``Trainer`` (the head on the last layer, every encoder weight training), the
@@ -19,6 +19,7 @@ ratio is an upper bound.
 
     .venv/bin/python benchmarks/scoring_cost.py                  # minimal-pairs, whole zoo (about 5 min)
     .venv/bin/python benchmarks/scoring_cost.py --task phones
+    .venv/bin/python benchmarks/scoring_cost.py --estimator pooled_logistic_probe   # another one alone
     .venv/bin/python benchmarks/scoring_cost.py --quick          # the quick setting's corpus and zoo
 
 The corpus and zoo are the benchmark's (``benchmarks/ranking_quality.py``), built or reused
@@ -43,6 +44,7 @@ import ranking_quality as benchmark  # noqa: E402
 
 from lightning_tx.data import SpeechDataModule  # noqa: E402
 from lightning_tx.finetune import FineTuneModule  # noqa: E402
+from lightning_tx.metrics import get_estimator  # noqa: E402
 from lightning_tx.scoring import EncoderFrames, ScoringSession, TaskLabels, speech_loader  # noqa: E402
 from lightning_tx.scoring import score as score_pass  # noqa: E402
 
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="minimal-pairs", choices=benchmark.ALL_TASKS)
     parser.add_argument("--quick", action="store_true", help="the quick setting's corpus and zoo")
+    parser.add_argument("--estimator", default=None, help="the estimator timed alone (default: rank.yaml's first)")
     parser.add_argument("--work", default=None, help="the benchmark's cache (default: data/benchmark[-quick])")
     args = parser.parse_args(argv)
     setting = benchmark.QUICK if args.quick else benchmark.FULL
@@ -116,16 +119,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     labels = TaskLabels.from_datamodule(dm, task.frame_labels)
     print(f"task {task.name}: {len(dm.records('train'))} training utterances, {labels.num_classes} classes; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    print(f"default estimator: {estimators[0]}; configs/rank.yaml: {', '.join(estimators)}")
+    alone = args.estimator or estimators[0]
+    get_estimator(alone)  # an unknown name fails here, before any pass
+    role = "default" if alone == estimators[0] else "alone"
+    print(f"{role} estimator: {alone}; configs/rank.yaml: {', '.join(estimators)}")
     print(f"fine-tuning replaced: configs/confirm.yaml's sweep, {sweep} -> {epochs} epochs per candidate\n")
-    print(f"{'candidate':>14} {'layers':>6} {'default s':>9} {'rank.yaml s':>11} {'1 epoch s':>9}")
+    print(f"{'candidate':>14} {'layers':>6} {role + ' s':>9} {'rank.yaml s':>11} {'1 epoch s':>9}")
     rows: dict[str, dict[str, float]] = {}
     for entry in zoo:
         encoder = benchmark.make_encoder(entry)
         if not any(p.numel() for p in encoder.parameters()):
             continue  # fbank, MFCC: nothing to fine-tune, so no fine-tuning to replace
         row = {
-            "default": scoring_seconds(encoder, dm, labels, estimators[:1]),
+            "default": scoring_seconds(encoder, dm, labels, [alone]),
             "rank": scoring_seconds(encoder, dm, labels, estimators),
             "epoch": epoch_seconds(encoder, dm, labels.num_classes),
         }
@@ -134,12 +140,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
               f"{row['epoch']:9.2f}", flush=True)  # fmt: skip
     total = {key: sum(row[key] for row in rows.values()) for key in ("default", "rank", "epoch")}
     replaced = total["epoch"] * epochs
-    print(f"\n{len(rows)} candidates: scoring {total['default']:.1f} s (default estimator), "
+    print(f"\n{len(rows)} candidates: scoring {total['default']:.1f} s ({alone}), "
           f"{total['rank']:.1f} s (configs/rank.yaml); one epoch of fine-tuning each {total['epoch']:.1f} s, "
           f"the sweep {replaced:.0f} s")  # fmt: skip
-    print(f"scoring / one epoch of fine-tuning: {total['default'] / total['epoch']:.2f} (default), "
+    print(f"scoring / one epoch of fine-tuning: {total['default'] / total['epoch']:.2f} ({alone}), "
           f"{total['rank'] / total['epoch']:.2f} (configs/rank.yaml)")  # fmt: skip
-    print(f"scoring / the fine-tuning sweep it replaces: {100 * total['default'] / replaced:.1f}% (default), "
+    print(f"scoring / the fine-tuning sweep it replaces: {100 * total['default'] / replaced:.1f}% ({alone}), "
           f"{100 * total['rank'] / replaced:.1f}% (configs/rank.yaml)")  # fmt: skip
     return rows
 

@@ -32,6 +32,7 @@ from lightning_tx.scoring.ensemble import rank_average  # noqa: E402
 
 # The estimators ensembles are drawn from: the best of each family in docs/benchmark.md.
 POOL = (
+    "pooled_logistic_probe",
     "pooled_voice_probe",
     "pooled_logme_standardized",
     "pooled_logme",

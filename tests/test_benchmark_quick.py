@@ -44,7 +44,7 @@ def test_ranking_quality_quick(tmp_path):
     spec = importlib.util.spec_from_file_location("scoring_cost", path)
     cost = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost)
-    rows = cost.main(["--quick", "--work", str(tmp_path / "work")])
+    rows = cost.main(["--quick", "--work", str(tmp_path / "work"), "--estimator", "pooled_logistic_probe"])
     assert set(rows) == {"untrained", "ctc-en@2", "units-en"}
     assert all(row[k] > 0 for row in rows.values() for k in ("default", "rank", "epoch"))
 
