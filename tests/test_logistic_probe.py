@@ -1,5 +1,6 @@
 """The cross-validated softmax probe against refitting each fold alone with a general-purpose
-optimiser (tests/reference.py), and the folds it holds out."""
+optimiser (tests/reference.py), and the folds it holds out (in the scoring engine:
+tests/test_voice_probe.py)."""
 
 import pytest
 import torch
@@ -9,9 +10,6 @@ from reference import reference_logistic_probe
 from lightning_tx.functional import UndefinedScore, logistic_probe_accuracy, ridge_probe_accuracy
 from lightning_tx.functional.logistic_probe import held_out_folds
 from lightning_tx.functional.probe import zscored_samples
-from lightning_tx.metrics import get_estimator
-from lightning_tx.scoring import LayerScorer
-from lightning_tx.scoring.frames import speaker_ids
 
 
 @pytest.mark.parametrize(("m", "d", "c", "voices"), [(72, 6, 3, 6), (60, 25, 5, 4)])
@@ -126,25 +124,3 @@ def test_undefined_and_bad_inputs():
         logistic_probe_accuracy(torch.randn(6, 3), torch.arange(6) % 2, torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="max_folds"):
         logistic_probe_accuracy(torch.randn(6, 3), torch.arange(6) % 2, max_folds=1)
-
-
-def test_pooled_logistic_probe_in_the_engine_holds_out_each_speaker():
-    """The engine's pooled_logistic_probe is the probe of the mean-pooled utterances and their
-    speakers, fed over batches of mixed speakers."""
-    g = torch.Generator().manual_seed(1)
-    hidden = torch.randn(30, 6, 5, generator=g, dtype=torch.float64)
-    labels = torch.arange(30) % 3
-    hidden[:, :, 0] += labels.unsqueeze(1)
-    mask = torch.ones(30, 6, dtype=torch.bool)
-    mask[::3, 4:] = False
-    speakers = speaker_ids([f"voice-{i % 5}" for i in range(30)])
-    frame_labels = labels.unsqueeze(1).expand(-1, 6)
-    pooled = torch.stack([hidden[i][mask[i]].mean(0) for i in range(30)])
-    for given in (speakers, None):
-        scorer = LayerScorer([5], ["pooled_logistic_probe"], 3)
-        for rows in (slice(0, 12), slice(12, 30)):
-            scorer.update([hidden[rows]], mask[rows], frame_labels[rows], None if given is None else given[rows])
-        expected = float(logistic_probe_accuracy(pooled, labels, given))
-        assert scorer.compute()["pooled_logistic_probe"][0] == pytest.approx(expected, abs=1e-12)
-    estimator = get_estimator("pooled_logistic_probe")
-    assert estimator.pooled and estimator.higher_is_better

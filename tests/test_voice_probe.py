@@ -11,7 +11,13 @@ from reference import reference_shared_evidence_penalty, reference_voice_probe
 
 from lightning_tx.data import SpeechDataModule
 from lightning_tx.encoders import Filterbank
-from lightning_tx.functional import UndefinedScore, evidence_ridge_penalty, ridge_probe_accuracy, voice_probe_accuracy
+from lightning_tx.functional import (
+    UndefinedScore,
+    evidence_ridge_penalty,
+    logistic_probe_accuracy,
+    ridge_probe_accuracy,
+    voice_probe_accuracy,
+)
 from lightning_tx.metrics import LabelledSampleMetric, get_estimator
 from lightning_tx.scoring import EncoderFrames, LayerScorer, TaskLabels
 from lightning_tx.scoring.frames import speaker_ids
@@ -113,9 +119,14 @@ def test_speaker_ids_are_stable_and_unknown_speakers_are_none():
     assert speaker_ids(["en-01", None]) is None and speaker_ids(["", "a"]) is None and speaker_ids(None) is None
 
 
-def test_pooled_voice_probe_in_the_engine_holds_out_each_speaker():
-    """The engine's pooled_voice_probe is the voice probe of the mean-pooled utterances and
-    their speakers, fed over batches of mixed speakers; without speakers, leave-one-out."""
+@pytest.mark.parametrize(
+    ("name", "probe"),
+    [("pooled_voice_probe", voice_probe_accuracy), ("pooled_logistic_probe", logistic_probe_accuracy)],
+)
+def test_pooled_speaker_probes_in_the_engine_hold_out_each_speaker(name, probe):
+    """The engine's pooled_voice_probe (pooled_logistic_probe) is that probe of the mean-pooled
+    utterances and their speakers, fed over batches of mixed speakers; without speakers, it
+    holds out samples alone (in folds)."""
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(30, 6, 5, generator=g, dtype=torch.float64)
     labels = torch.arange(30) % 3
@@ -126,12 +137,12 @@ def test_pooled_voice_probe_in_the_engine_holds_out_each_speaker():
     frame_labels = labels.unsqueeze(1).expand(-1, 6)
     pooled = torch.stack([hidden[i][mask[i]].mean(0) for i in range(30)])
     for given in (speakers, None):
-        scorer = LayerScorer([5], ["pooled_voice_probe", "pooled_probe"], 3)
+        scorer = LayerScorer([5], [name, "pooled_probe"], 3)
         for rows in (slice(0, 12), slice(12, 30)):
             scorer.update([hidden[rows]], mask[rows], frame_labels[rows], None if given is None else given[rows])
-        expected = float(voice_probe_accuracy(pooled, labels, given))
-        assert scorer.compute()["pooled_voice_probe"][0] == pytest.approx(expected, abs=1e-12)
-    assert get_estimator("pooled_voice_probe").pooled and get_estimator("pooled_voice_probe").higher_is_better
+        expected = float(probe(pooled, labels, given))
+        assert scorer.compute()[name][0] == pytest.approx(expected, abs=1e-12)
+    assert get_estimator(name).pooled and get_estimator(name).higher_is_better
 
 
 def test_the_sample_keeps_speakers_and_says_when_any_is_unknown():
