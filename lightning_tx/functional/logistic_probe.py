@@ -82,15 +82,13 @@ def logistic_probe_accuracy(
     x = zscored_samples(features)
     labels = labels.to(x.device).long()
     folds, scored = held_out_folds(x, labels, speakers, num_classes, max_folds)
-    held_out = torch.zeros(len(folds), count, dtype=torch.bool, device=x.device)  # [F, M]
+    fold_of = torch.empty_like(labels)  # [M]: the fold that holds each sample out
     for fold, rows in enumerate(folds):
-        held_out[fold, rows] = True
-    logits = fit_softmax_folds(x, labels, ~held_out, num_classes, tolerance, max_iterations)  # [F, M, C]
-    predicted = logits.argmax(2)[held_out.nonzero(as_tuple=True)]
-    truth = labels[held_out.nonzero(as_tuple=True)[1]]
-    correct = torch.zeros(count, dtype=torch.float64, device=x.device)
-    correct[held_out.nonzero(as_tuple=True)[1]] = (predicted == truth).to(torch.float64)
-    return correct[scored].mean()
+        fold_of[rows] = fold
+    train = fold_of != torch.arange(len(folds), device=x.device).unsqueeze(1)  # [F, M]
+    logits = fit_softmax_folds(x, labels, train, num_classes, tolerance, max_iterations)  # [F, M, C]
+    predicted = logits[fold_of, torch.arange(count, device=x.device)].argmax(1)  # by the fold without it
+    return (predicted == labels)[scored].to(torch.float64).mean()
 
 
 def held_out_folds(
