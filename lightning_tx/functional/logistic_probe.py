@@ -81,11 +81,8 @@ def logistic_probe_accuracy(
         raise ValueError(f"`max_folds` must be at least 2, got {max_folds}")
     x = zscored_samples(features)
     labels = labels.to(x.device).long()
-    folds, scored = held_out_folds(x, labels, speakers, num_classes, max_folds)
-    fold_of = torch.empty_like(labels)  # [M]: the fold that holds each sample out
-    for fold, rows in enumerate(folds):
-        fold_of[rows] = fold
-    train = fold_of != torch.arange(len(folds), device=x.device).unsqueeze(1)  # [F, M]
+    fold_of, scored = held_out_folds(x, labels, speakers, num_classes, max_folds)
+    train = fold_of != torch.arange(int(fold_of.max()) + 1, device=x.device).unsqueeze(1)  # [F, M]
     logits = fit_softmax_folds(x, labels, train, num_classes, tolerance, max_iterations)  # [F, M, C]
     predicted = logits[fold_of, torch.arange(count, device=x.device)].argmax(1)  # by the fold without it
     return (predicted == labels)[scored].to(torch.float64).mean()
@@ -93,25 +90,24 @@ def logistic_probe_accuracy(
 
 def held_out_folds(
     x: Tensor, labels: Tensor, speakers: Tensor | None, num_classes: int, max_folds: int
-) -> tuple[list[Tensor], Tensor]:
-    """The row indices of each fold (disjoint, covering every row), and which rows are scored
-    (``[M]`` bool): the speakers of :func:`held_out_groups` merged into at most ``max_folds``
-    folds, or, where it holds out single samples, the samples of ``x`` ([M, D]) dealt class
-    by class into ``max_folds`` folds, in the order of their projections on a fixed random
-    direction."""
+) -> tuple[Tensor, Tensor]:
+    """The fold that holds out each row (``[M]`` ids from 0, every fold non-empty), and which
+    rows are scored (``[M]`` bool): the speakers of :func:`held_out_groups` merged into at
+    most ``max_folds`` folds, or, where it holds out single samples, the samples of ``x``
+    ([M, D] float64) dealt class by class into ``max_folds`` folds, in the order of their
+    projections on a fixed random direction."""
     groups, scored = held_out_groups(labels, speakers, num_classes)
+    fold_of = torch.empty_like(labels)
     if len(groups) == labels.shape[0]:  # single samples: stratified folds
         generator = torch.Generator().manual_seed(0)
         direction = torch.randn(x.shape[1], generator=generator, dtype=torch.float64).to(x.device)
-        order = torch.argsort(x.to(torch.float64) @ direction, stable=True)
+        order = torch.argsort(x @ direction, stable=True)
         order = order[torch.argsort(labels[order], stable=True)]  # by class, then by projection
-        fold_of = torch.empty_like(labels)
         fold_of[order] = torch.arange(labels.shape[0], device=labels.device) % max_folds
-        folds = [(fold_of == f).nonzero().squeeze(1) for f in range(min(max_folds, labels.shape[0]))]
-        return folds, scored
-    if len(groups) > max_folds:
-        groups = [torch.cat(groups[f::max_folds]) for f in range(max_folds)]
-    return groups, scored
+        return fold_of, scored
+    for group, rows in enumerate(groups):  # speakers, in turn into the folds
+        fold_of[rows] = group % max_folds
+    return fold_of, scored
 
 
 def fit_softmax_folds(
