@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> None:
         beside = f"{other['result']:.3f} ± {other.get('result_std', 0.0):.3f}" if other else "n/a"
         print(f"| {row['candidate']} | {row['layer']} | {result['mean']:.3f} ± {result['std']:.3f} | "
               f"{result['learning_rate']:g} | {beside} |")  # fmt: skip
+    pairs = [(t, confirmed[(r["candidate"], r["layer"])]["result"]) for t, r in zip(truth, ranking["rows"], strict=True)
+             if (r["candidate"], r["layer"]) in confirmed]  # fmt: skip
+    if len(pairs) > 2:
+        agreement = rank_agreement(*zip(*pairs, strict=True))
+        print(f"\nthe two ground truths agree: Spearman rho {agreement['spearman_rho']:.3f} "
+              f"(p {agreement['spearman_p']:.3g}) over {len(pairs)} (candidate, layer) pairs")  # fmt: skip
     print("\n| estimator | Spearman rho (p) | weighted tau | top-1 regret |")
     print("|---|---:|---:|---:|")
     for estimator in ranking["estimators"]:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # the benchmark's own modules
 
@@ -261,6 +262,45 @@ def _entry(name, kind, kwargs, state_dict, objective, source_speakers, epochs) -
     }
 
 
+def rank_candidates(zoo: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """The zoo as ``train.py rank`` candidates (``name``, ``encoder: {class_path, init_args}``),
+    the same networks as :func:`make_encoder` builds; checkpoint paths relative to ``root``."""
+    candidates = []
+    for entry in zoo:
+        if entry["kind"] in ("fbank", "mfcc"):
+            kind, init_args = ("Filterbank", {"n_mels": 40}) if entry["kind"] == "fbank" else ("MFCC", {"n_mfcc": 20})
+        else:
+            state_dict = entry["state_dict"] and Path(entry["state_dict"]).resolve().relative_to(root).as_posix()
+            if entry["kind"] == "wav2vec2":
+                builder_kwargs = {k: [list(c) for c in v] if k == "extractor_conv_layer_config" else v
+                                  for k, v in entry["kwargs"].items()}  # fmt: skip
+                kind = "TorchaudioEncoder"
+                init_args = {"builder": "wav2vec2_model", "state_dict": state_dict, "builder_kwargs": builder_kwargs,
+                             "init_seed": 1234}  # fmt: skip
+            else:
+                kind, init_args = "ConformerEncoder", {"state_dict": state_dict, "init_seed": 1234, **entry["kwargs"]}
+        encoder = {"class_path": f"lightning_tx.encoders.{kind}", "init_args": init_args}
+        candidates.append({"name": entry["name"], "encoder": encoder})
+    return candidates
+
+
+def write_rank_candidates(path: Path) -> Path:
+    """``benchmarks/zoo/candidates.yaml``: the full setting's versioned zoo as a ``train.py rank``
+    config fragment (what the demo ranks), written without pre-training or building anything."""
+    root = Path(__file__).resolve().parent.parent
+    zoo = build_zoo(FULL, Path("unused: every checkpoint is versioned"), Path(__file__).resolve().parent / "zoo")
+    header = (
+        "# The benchmark's zoo (benchmarks/ranking_quality.py, full setting) as train.py rank candidates;\n"
+        "# checkpoint paths are relative to the repository's root. Regenerate with\n"
+        "#   .venv/bin/python benchmarks/ranking_quality.py --write-candidates benchmarks/zoo/candidates.yaml\n"
+        "# and use from the root:\n"
+        "#   python train.py rank --config configs/rank.yaml --config benchmarks/zoo/candidates.yaml\n"
+    )
+    body = yaml.safe_dump({"model": {"init_args": {"candidates": rank_candidates(zoo, root)}}}, sort_keys=False)
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
 def make_encoder(entry: dict[str, Any]) -> FrozenEncoder:
     if entry["kind"] == "fbank":
         return Filterbank(n_mels=40)
@@ -445,7 +485,11 @@ def main(argv: list[str] | None = None) -> Path:
                         "benchmarks/zoo, versioned, for the full setting; <work>/models with --quick)")  # fmt: skip
     parser.add_argument("--out", default="docs", help="where benchmark.md, benchmark.json and plots go")
     parser.add_argument("--report-only", action="store_true", help="re-render the report from <out>/benchmark.json")
+    parser.add_argument("--write-candidates", default=None, metavar="YAML",
+                        help="write the full setting's zoo as train.py rank candidates and stop")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.write_candidates:
+        return write_rank_candidates(Path(args.write_candidates))
     out = Path(args.out)
     if args.report_only:
         return write_report(out, json.loads((out / "benchmark.json").read_text(encoding="utf-8")))

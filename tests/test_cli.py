@@ -277,7 +277,7 @@ def test_demo_quick_end_to_end(tmp_path):
     report = __import__("lightning_tx.demo", fromlist=["main"]).main(
         ["--quick", "--run-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")]
     )
-    assert len(report["runs"]) == 18  # fbank, mfcc, and every layer of 4 Conformers (input + 3 layers)
+    assert len(report["runs"]) == 10  # fbank, mfcc, every layer of two zoo Conformers (untrained: 5, ctc-en-small: 3)
     for name in ("ranking.json", "ranking.png", "confirm.json", "confirm.png", "rank.yaml", "confirm.yaml"):
         assert (tmp_path / "run" / name).is_file()
     assert os.path.isdir(tmp_path / "run" / "csv")
