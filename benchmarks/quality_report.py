@@ -94,9 +94,10 @@ def reliability(task: dict[str, Any], draws: int = 2000) -> float:
     """How well the model-wise frozen-head ground truth agrees with a re-measurement of itself
     (:func:`~lightning_tx.ranking.statistics.result_reliability`): each candidate's best layer,
     with its seeds' standard error and the binomial error of its test units (test utterances;
-    reference phones for 1 - phone error rate, whose errors cluster within utterances, so
-    there it is a lower bound). A task whose reliability is below a goal cannot show an
-    estimator meeting it."""
+    reference phones for 1 - phone error rate, whose errors cluster within utterances, and
+    the noisy task's utterances each heard at every SNR, whose errors cluster across levels:
+    there the binomial error is a lower bound). A task whose reliability is below a goal
+    cannot show an estimator meeting it."""
     units = task.get("test_units", task["utterances"]["test"])
     results, errors = [], []
     for candidate in task["candidates"].values():

@@ -15,10 +15,10 @@ a missing one is now pre-trained with it:
    smaller model), a wav2vec2-style convolutional transformer on raw audio (CTC), untrained
    models, and fbank / MFCC.
 3. **Tasks** on held-out voices (validation on one more, test on three more): 24 words with
-   minimal pairs; keywords in noise and reverberation (SNR 10, 5, 0 dB); Spanish keywords (a
-   language no model was trained on); few-shot keywords (5 and 20 per class); phone
-   recognition (CTC); speaker identification (20 speakers, 2 training and 12 test utterances
-   each).
+   minimal pairs; keywords in noise and reverberation (SNR 10, 5, 0 dB; each test utterance
+   at every level); Spanish keywords (a language no model was trained on); few-shot keywords
+   (5 and 20 per class); phone recognition (CTC); speaker identification (20 speakers, 2
+   training and 32 test utterances each).
 4. **Scores**: every estimator, every layer of every candidate, one frozen pass each (TIH-SWD
    against each model's own pre-training audio; models without it get none).
 5. **Ground truth** (``benchmarks/probes.py``): every layer of every candidate with a frozen
@@ -110,7 +110,7 @@ class Setting:
     zoo: tuple[str, ...] | None = None  # None: all
     snrs: tuple[float, ...] = (10.0, 5.0, 0.0)
     test_voices: int = 1  # whole voices held out for test (one more for val), in every voice-held-out task
-    speaker_test_utterances: int = 2  # speakers: test utterances per speaker (2 train, 2 val)
+    speaker_test_utterances: int = 2  # speakers: test utterances per speaker (2 train, 2 val; at most 36 in all)
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -130,7 +130,7 @@ FULL = Setting(
     recipe=Recipe(),
     tasks=ALL_TASKS,
     test_voices=3,
-    speaker_test_utterances=12,
+    speaker_test_utterances=32,  # every utterance of a Spanish voice (12 words x 3) but its 4 train and val
 )
 QUICK = Setting(
     en_speakers=6,
@@ -338,6 +338,13 @@ def _split(rows: list[dict], key, train: int, val: int, test: int) -> list[dict]
     return out
 
 
+def _test_at_every_snr(rows: list[dict], snrs: int) -> list[dict]:
+    """The rows with each test row repeated ``snrs`` times in a row: ``degrade_manifest`` gives
+    row ``i`` the SNR ``i mod snrs``, so every test utterance is heard at every SNR (a test set
+    ``snrs`` times larger), and train and val rows keep their one level each."""
+    return [*(r for r in rows if r["split"] != "test"), *(r for r in rows if r["split"] == "test" for _ in range(snrs))]
+
+
 def _shuffled(rows: list[dict], seed: int = 0) -> list[dict]:
     """The rows in a seeded random order: the corpus lists each voice's words in turn, so the
     first rows of a voice are repetitions of one word."""
@@ -374,10 +381,14 @@ def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
     spanish = [r for r in rows if r["language"] == "es"]
     spanish_voices = sorted({r["speaker"] for r in spanish})
 
-    folder = work / f"tasks-{setting.test_voices}-test-voices"  # the splits differ with the setting
+    # the splits differ with the setting
+    folder = work / f"tasks-{setting.test_voices}-test-voices-{setting.speaker_test_utterances}-per-speaker"
     specs = {
         "minimal-pairs": (lambda: by_voice(en), "24 English words, 12 of them minimal pairs (bad/bed, ship/sheep)"),
-        "noisy": (lambda: by_voice(keywords), "12 English keywords in reverberation and pink noise (SNR 10/5/0 dB)"),
+        "noisy": (
+            lambda: _test_at_every_snr(by_voice(keywords), len(setting.snrs)),
+            "12 English keywords in reverberation and pink noise (SNR 10/5/0 dB; each test utterance at every SNR)",
+        ),
         "spanish": (
             lambda: by_voice(spanish, voices=(spanish_voices[-setting.test_voices - 1],
                                               spanish_voices[-setting.test_voices :])),

@@ -85,3 +85,36 @@ def test_reliability_of_the_ground_truth():
     assert 0.9 < large < 1.0 and 0.0 < small < large
     noisy_seeds = [[m - 0.1, m, m + 0.1] for m in means]
     assert reliability(_task(means, noisy_seeds, 2000)) < large
+
+
+def test_noisy_task_tests_every_utterance_at_every_snr(tmp_path):
+    """The noisy task's test rows, degraded, hold each test utterance once at each SNR, while
+    train and val rows keep one level each, in turn."""
+    import csv
+
+    import numpy as np
+    import soundfile
+
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    from ranking_quality import _test_at_every_snr
+
+    from lightning_tx.data.augment import degrade_manifest
+
+    rows = []
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 3):
+        soundfile.write(tmp_path / f"{i}.wav", np.random.default_rng(i).normal(0, 0.1, 1600), 16000)
+        rows.append({"audio": f"{i}.wav", "label": "a", "speaker": "s", "split": split})
+    rows = _test_at_every_snr(rows, 3)
+    with open(tmp_path / "task.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    degraded = degrade_manifest(tmp_path / "task.csv", tmp_path / "noisy", (10.0, 5.0, 0.0), rt60=None)
+    written = list(csv.DictReader(open(degraded, encoding="utf-8")))
+    test: dict[str, list[float]] = {r["audio"]: [] for r in rows if r["split"] == "test"}
+    for row, original in zip(written, rows, strict=True):
+        if original["split"] == "test":
+            test[original["audio"]].append(float(row["snr_db"]))
+    assert {audio: sorted(snrs) for audio, snrs in test.items()} == {f"{i}.wav": [0.0, 5.0, 10.0] for i in (6, 7, 8)}
+    assert [float(r["snr_db"]) for r in written[:6]] == [10.0, 5.0, 0.0, 10.0, 5.0, 0.0]
+    assert len({r["audio"] for r in written}) == len(written)  # every degraded copy is its own file
