@@ -93,13 +93,26 @@ def test_ignores_scale_and_offset():
 
 def test_features_unrelated_to_the_classes_leave_the_intercept():
     """Where the evidence is largest at an infinite penalty, each held-out prediction is the
-    majority class of the other speakers' samples."""
+    majority class of the training set."""
     labels = torch.tensor([0, 0, 0, 1] * 10)
     features = torch.randn(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = _zscored(features)
     targets = torch.nn.functional.one_hot(labels, 2).to(torch.float64)
     assert torch.isinf(evidence_ridge_penalty(x, targets - targets.mean(0)))
     assert float(voice_probe_accuracy(features, labels, torch.arange(40) % 5)) == 0.75
+
+
+def test_two_samples_per_class_score_chance_not_zero_without_evidence():
+    """Speaker identification from two recordings each, with features that say nothing: every
+    left-out prediction is the training set's (flat) class frequencies, so the score is chance,
+    1/C. An intercept refitted without the left-out sample would halve its class's frequency
+    and so never predict it: 0."""
+    labels = torch.arange(10).repeat(2)
+    features = torch.randn(20, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, 10).to(torch.float64)
+    assert torch.isinf(evidence_ridge_penalty(x, targets - targets.mean(0)))
+    assert float(voice_probe_accuracy(features, labels)) == pytest.approx(0.1)
 
 
 def test_undefined_and_bad_inputs():
