@@ -275,9 +275,10 @@ def reference_shared_evidence_penalty(x: np.ndarray, targets: np.ndarray) -> flo
 
 def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: int, penalty: float) -> float:
     """Leave-one-speaker-out by refitting: for each held-out group (a speaker, or a sample
-    when ``speakers`` is None), a ridge regression on the other samples (features z-scored
-    over all of them) with its intercept fixed at the class frequencies of all samples,
-    predicting the group's samples whose class the other groups have."""
+    when ``speakers`` is None), a ridge regression with an unpenalised intercept on the other
+    samples (features z-scored over all of them), predicting the group's samples whose class
+    the other groups have with the class frequencies of all samples in place of theirs:
+    ``ybar + (x - xbar_fold) W_fold``."""
     x = f.astype(np.float64)
     x = (x - x.mean(0)) / x.std(0)
     m, d = x.shape
@@ -287,9 +288,10 @@ def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: i
     for group in np.unique(groups):
         held = groups == group
         xr, tr = x[~held], targets[~held]
-        priors = targets.mean(0)
-        weights = np.linalg.solve(xr.T @ xr + penalty * np.eye(d), xr.T @ (tr - priors))
-        prediction = priors + x[held] @ weights
+        x_mean, t_mean = xr.mean(0), tr.mean(0)
+        xc = xr - x_mean
+        weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(d), xc.T @ (tr - t_mean))
+        prediction = targets.mean(0) + (x[held] - x_mean) @ weights
         predictable = np.isin(y[held], y[~held])  # a class the other groups have
         correct += int((prediction.argmax(1) == y[held])[predictable].sum())
         scored += int(predictable.sum())

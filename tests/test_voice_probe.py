@@ -102,17 +102,17 @@ def test_features_unrelated_to_the_classes_leave_the_intercept():
     assert float(voice_probe_accuracy(features, labels, torch.arange(40) % 5)) == 0.75
 
 
-def test_two_samples_per_class_score_chance_not_zero_without_evidence():
-    """Speaker identification from two recordings each, with features that say nothing: every
-    left-out prediction is the training set's (flat) class frequencies, so the score is chance,
-    1/C. An intercept refitted without the left-out sample would halve its class's frequency
-    and so never predict it: 0."""
+def test_two_samples_per_class_keep_their_class_frequency():
+    """Speaker identification from two recordings each, with features that say nothing: a
+    fold that refitted the class frequencies would halve the left-out sample's class and
+    never predict it (0 on every draw here); with the whole set's frequencies the class
+    competes, and is sometimes right."""
     labels = torch.arange(10).repeat(2)
-    features = torch.randn(20, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    x = _zscored(features)
-    targets = torch.nn.functional.one_hot(labels, 10).to(torch.float64)
-    assert torch.isinf(evidence_ridge_penalty(x, targets - targets.mean(0)))
-    assert float(voice_probe_accuracy(features, labels)) == pytest.approx(0.1)
+    accuracies = [
+        float(voice_probe_accuracy(torch.randn(20, 2, generator=torch.Generator().manual_seed(seed)), labels))
+        for seed in range(50)
+    ]
+    assert sum(accuracies) / len(accuracies) > 0.01
 
 
 def test_undefined_and_bad_inputs():

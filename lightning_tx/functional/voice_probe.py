@@ -7,31 +7,35 @@ training set alone (LogME, H-score, the leave-one-out probe) cannot see that: an
 left out still has its speaker's other utterances in the fit. This estimator holds out a
 speaker at a time.
 
-The model is ridge regression from z-scored features :math:`X` ([M, D], centred on all
-samples) to one-hot class targets :math:`Y`, with its intercept fixed at the classes'
-frequencies :math:`\bar y` in the whole training set. Its penalty :math:`\lambda = \alpha /
+The model is ridge regression from z-scored features :math:`X` ([M, D]) to one-hot class
+targets :math:`Y`, with an unpenalised intercept. Its penalty :math:`\lambda = \alpha /
 \beta` is the one that maximises the evidence of one Bayesian linear model for all C target
 columns (a prior :math:`w_c \sim N(0, \alpha^{-1} I)` and noise precision :math:`\beta`
 shared by the columns, on centred targets; :func:`evidence_ridge_penalty`): chosen from the
 training data without any held-out split, so the cross-validation below measures the model
-rather than choosing it. With the smoother :math:`S = X (X^\top X + \lambda I)^{-1}
-X^\top` and the centred targets :math:`Y_c = Y - \mathbf 1 \bar y^\top`, the prediction for
-the samples :math:`g` of one speaker by the model fitted without them is exactly
+rather than choosing it. With :math:`A = [\mathbf 1, X]` and :math:`P = \mathrm{diag}(0,
+\lambda I)`, the hat matrix is :math:`H = A (A^\top A + P)^{-1} A^\top`, and the prediction
+for the samples :math:`g` of one speaker by the model fitted without them is exactly
 
-.. math:: \hat Y_{-g} = \mathbf 1 \bar y^\top + (I - S_{gg})^{-1} \big((S Y_c)_g - S_{gg} Y_{c,g}\big)
+.. math:: \hat Y_{-g} = (I - H_{gg})^{-1} (\hat Y_g - H_{gg} Y_g)
+    + \mathbf 1 (\bar y - \bar y_{-g})^\top
 
-(the deletion formula of linear smoothers). The score is the fraction of samples whose
-held-out arg-max is their class. Invariant to the scale and offset of every feature
-dimension (the z-scoring); higher is better, in [0, 1]. Meant for pooled vectors, one per
-utterance or token.
+(the deletion formula of linear smoothers, then a shift, below; for one sample it is the
+leave-one-out formula of :mod:`lightning_tx.functional.probe`). The score is the fraction
+of samples whose held-out arg-max is their class. Invariant to the scale and offset of every
+feature dimension (the z-scoring); higher is better, in [0, 1]. Meant for pooled vectors,
+one per utterance or token.
 
-**The intercept is not refitted in each fold**: a fold refitting it counts the held-out
-samples' classes against them, and a task with few samples per class pays for it. With two
-utterances per class (speaker identification from two recordings), leaving one out halves
-its class's frequency in the fit, and a heavily penalised model then predicts a class with
-both samples: a model of the priors alone would score 0 instead of chance, and layers with
-real but weak evidence score near 0 too. A head trained on the whole training set has the
-whole set's class frequencies, which is what the fixed intercept gives every fold.
+**The class frequencies are the whole training set's.** The refitted intercept is
+:math:`\bar y_{-g} - \bar x_{-g} W_{-g}`: the fold's own class frequencies :math:`\bar y_{-g}`,
+and its own feature centre. The shift above replaces the first by the whole set's
+:math:`\bar y` (what a head trained on the whole training set has) and keeps the second (a
+held-out voice's offset is still measured from the voices of the fit). Without it, a fold
+counts the held-out samples' classes against them: with two utterances per class (speaker
+identification from two recordings), leaving one out halves its class's frequency in the
+fit, so a model of the priors alone scores 0 instead of chance, and layers with real but
+weak evidence score near 0 too. Where every held-out group has the classes in the
+proportions of the whole set (a voice speaking every word equally often), the shift is 0.
 
 **Groups.** In the scoring engine the speakers are given where the task is tested on voices
 its train split lacks (:class:`~lightning_tx.scoring.TaskLabels` ``unseen_speakers``), and
@@ -147,21 +151,23 @@ def voice_probe_accuracy(
     penalty = evidence_ridge_penalty(x, targets - targets.mean(0))
     groups, scored = held_out_groups(labels, speakers, num_classes)
 
-    priors = targets.mean(0)  # [C]: the intercept of every fold (see the module)
-    centred = targets - priors
     u, squares, _ = left_singular_vectors(x)
-    smoother = (u * (squares / (squares + penalty))) @ u.T  # [M, M]
-    fitted = smoother @ centred
+    hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
+    fitted = hat @ targets
+    totals = targets.sum(0)  # [C]
     if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
-        leverage = smoother.diagonal().unsqueeze(1)
-        left_out = (fitted - leverage * centred) / (1 - leverage)
+        leverage = hat.diagonal().unsqueeze(1)
+        left_out = (fitted - leverage * targets) / (1 - leverage)
+        fold_frequencies = (totals - targets) / (count - 1)
     else:
-        left_out = torch.empty_like(fitted)
+        left_out, fold_frequencies = torch.empty_like(fitted), torch.empty_like(fitted)
         for rows in groups:
-            block = smoother[rows][:, rows]
+            block = hat[rows][:, rows]
             eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
-            left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ centred[rows])
-    return ((left_out + priors).argmax(1) == labels)[scored].to(torch.float64).mean()
+            left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
+            fold_frequencies[rows] = (totals - targets[rows].sum(0)) / (count - len(rows))
+    left_out += totals / count - fold_frequencies  # the whole set's class frequencies (see the module)
+    return (left_out.argmax(1) == labels)[scored].to(torch.float64).mean()
 
 
 def held_out_groups(labels: Tensor, speakers: Tensor | None, num_classes: int) -> tuple[list[Tensor], Tensor]:
