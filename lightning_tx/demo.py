@@ -183,7 +183,8 @@ def run(run_dir: Path, data_dir: Path, quick: bool = False) -> dict:
     title = f"confusable English words, unseen voices, {len(candidates)} encoders, every layer"
     print(f"\n=== lightning-tx demo: {title} ===")
     print((run_dir / "ranking.md").read_text(encoding="utf-8"))
-    print((run_dir / "confirm.md").read_text(encoding="utf-8"))
+    # confirm has just logged confirm.md (the results and their agreement with the ranking)
+    print(f"confirmed by fine-tuning: the tables above the ranking ({run_dir / 'confirm.md'})")
     rows = json.loads((run_dir / "ranking.json").read_text(encoding="utf-8"))["rows"]
     scoring = sum({row["candidate"]: row["seconds"] for row in rows}.values())  # one pass per encoder
     print(

@@ -273,10 +273,13 @@ def test_rank_agreement_against_scipy():
 
 
 @pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path):
-    report = __import__("lightning_tx.demo", fromlist=["main"]).main(
-        ["--quick", "--run-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")]
-    )
+def test_demo_quick_end_to_end(tmp_path, capfd, caplog):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        report = __import__("lightning_tx.demo", fromlist=["main"]).main(
+            ["--quick", "--run-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")]
+        )
+    said = "".join(capfd.readouterr()) + caplog.text  # the demo's prints and the subcommands' log
+    assert said.count("Reliability of these results") == 1  # confirm's tables, said once
     assert len(report["runs"]) == 10  # fbank, mfcc, every layer of two zoo Conformers (untrained: 5, ctc-en-small: 3)
     for name in ("ranking.json", "ranking.png", "confirm.json", "confirm.png", "rank.yaml", "confirm.yaml"):
         assert (tmp_path / "run" / name).is_file()
