@@ -10,9 +10,11 @@ kept in memory, and the heads train on them (the encoder never runs again):
 - ``top_n``: partial fine-tuning of a Conformer's last layer together with the head: the
   cached input of that layer (the layer below's frames) goes through a trainable copy of it.
 
-Each head picks its learning rate on the validation split from a small sweep (with the first
-seed) and reports the test result at that rate for every seed (head initialisation, batch
-order, dropout): the mean and the spread over seeds.
+Each head picks its learning rate on the validation split from a small sweep and reports the
+test result at that rate for every seed (head initialisation, batch order, dropout): the mean
+and the spread over seeds. Frozen heads train every (rate, seed) at once, in lockstep, for a
+fixed number of steps (:class:`Recipe`), and pick the rate on the mean over seeds; partial
+fine-tuning sweeps with the first seed, then runs the other seeds at the chosen rate.
 """
 
 from __future__ import annotations
@@ -90,18 +92,6 @@ def _pooled(frames: Tensor, lengths: Tensor) -> Tensor:
     return (frames * mask).sum(1) / lengths.clamp_min(1).unsqueeze(1)
 
 
-class _Standardize(nn.Module):
-    """z-scores features with fixed statistics (a BatchNorm without affine, frozen)."""
-
-    def __init__(self, mean: Tensor, std: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std.clamp_min(1e-6))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-
 def _batches(count: int, batch_size: int, generator: torch.Generator):
     order = torch.randperm(count, generator=generator)
     return [order[i : i + batch_size] for i in range(0, count, batch_size)]
@@ -118,34 +108,43 @@ def _greedy(log_probs: Tensor, lengths: Tensor) -> list[str]:
 
 @dataclass
 class Recipe:
-    """How each head trains (the same for every candidate)."""
+    """How each head trains (the same for every candidate).
 
-    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
-    epochs: int = 30
+    A frozen head trains for ``steps`` optimizer steps whatever the size of its training set
+    (:meth:`frozen_epochs`: a few-shot task's head trains as long as a large task's), long
+    enough to be near its optimum at every rate of the sweep. A linear head under AdamW tends
+    to the same weights at any learning rate (the fixed point depends on the weight decay, not
+    the rate), so the rate that the validation split (one held-out voice) picks then moves the
+    result little. With 30 epochs instead (270 steps on a task of 288 utterances), heads at the
+    lower rates were still far from converged, and a layer's result turned on which rate that
+    one voice happened to prefer.
+    """
+
+    learning_rates: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
+    steps: int = 1500
     batch_size: int = 32
     weight_decay: float = 1e-2
     top_n_learning_rates: tuple[float, ...] = (3e-4, 1e-3)
     top_n_epochs: int = 8
 
+    def frozen_epochs(self, count: int) -> int:
+        """Epochs over ``count`` training utterances that make at least ``steps`` steps."""
+        return max(1, math.ceil(self.steps / math.ceil(count / self.batch_size)))
+
 
 class _Head(nn.Module):
-    """[trainable top layer] -> [pool over frames] -> [z-score] -> linear, on ``[B, T, D]``
-    frames, or on ``[B, D]`` vectors already pooled."""
+    """Partial fine-tuning: a trainable top layer, then [pool over frames] -> linear, on
+    ``[B, T, D]`` frames."""
 
-    def __init__(self, dim: int, outputs: int, standardize: _Standardize | None, top_layer: nn.Module | None):
+    def __init__(self, dim: int, outputs: int, top_layer: nn.Module):
         super().__init__()
-        self.standardize, self.top_layer = standardize, top_layer
+        self.top_layer = top_layer
         self.linear = nn.Linear(dim, outputs)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None, pool: bool = False) -> Tensor:
-        if self.top_layer is not None:
-            padding = ~lengths_to_mask(lengths, x.shape[1])
-            x = conformer_layer_forward(self.top_layer, x.transpose(0, 1), padding).transpose(0, 1)
-        if pool:
-            x = _pooled(x, lengths)
-        if self.standardize is not None:
-            x = self.standardize(x)
-        return self.linear(x)
+    def forward(self, x: Tensor, lengths: Tensor, pool: bool = False) -> Tensor:
+        padding = ~lengths_to_mask(lengths, x.shape[1])
+        x = conformer_layer_forward(self.top_layer, x.transpose(0, 1), padding).transpose(0, 1)
+        return self.linear(_pooled(x, lengths) if pool else x)
 
 
 @dataclass
@@ -166,19 +165,13 @@ def _inputs(splits: dict[str, SplitFeatures], layer: int, pooled: bool) -> _Inpu
     return _Inputs(x, lengths, pooled)
 
 
-def _evaluate(head: _Head, inputs: _Inputs, split: SplitFeatures, name: str, ctc: bool) -> float:
-    head.eval()
-    with torch.no_grad():
-        x, lengths = inputs.x[name], inputs.lengths[name]
-        if not ctc:
-            logits = head(x) if inputs.pooled else head(x, lengths, pool=True)
-            return float((logits.argmax(-1) == split.labels).float().mean())
-        hypotheses = _greedy(head(x, lengths).log_softmax(-1), lengths)
-        references = [" ".join(str(t) for t in tokens) for tokens in split.tokens]
-        return 1.0 - float(word_error_rate(hypotheses, references))
+def _phone_accuracy(log_probs: Tensor, lengths: Tensor, split: SplitFeatures) -> float:
+    """1 - phone error rate of greedy CTC decoding of ``[N, T, C + 1]`` log-probabilities."""
+    references = [" ".join(str(t) for t in tokens) for tokens in split.tokens]
+    return 1.0 - float(word_error_rate(_greedy(log_probs, lengths), references))
 
 
-def train_head(
+def train_top_n_head(
     splits: dict[str, SplitFeatures],
     inputs: _Inputs,
     *,
@@ -187,105 +180,175 @@ def train_head(
     learning_rate: float,
     seed: int,
     recipe: Recipe,
-    top_layer: nn.Module | None = None,
+    top_layer: nn.Module,
 ) -> tuple[float, float]:
-    """Train one head; ``(val, test)`` results (accuracy, or 1 - phone error rate). With
-    ``top_layer`` (a Conformer layer), a trainable copy of it sits under the head, fed with
-    the cached frames of the layer below (partial fine-tuning)."""
+    """Partial fine-tuning: a trainable copy of ``top_layer`` (a Conformer layer) under a
+    linear head, fed with the cached frames of the layer below; ``(val, test)`` results
+    (accuracy, or 1 - phone error rate)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     train, x, lengths = splits["train"], inputs.x["train"], inputs.lengths["train"]
-    standardize = None
-    if top_layer is None:  # frozen: z-score with train statistics
-        valid = x if inputs.pooled else x[lengths_to_mask(lengths, x.shape[1])]
-        standardize = _Standardize(valid.mean(0), valid.std(0))
-    trainable = copy.deepcopy(top_layer) if top_layer is not None else None
-    head = _Head(x.shape[-1], num_outputs + (1 if ctc else 0), standardize, trainable)
+    head = _Head(x.shape[-1], num_outputs + (1 if ctc else 0), copy.deepcopy(top_layer))
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=recipe.weight_decay)
-    epochs = recipe.top_n_epochs if top_layer is not None else recipe.epochs
-    for _ in range(epochs):
+    for _ in range(recipe.top_n_epochs):
         head.train()
         for rows in _batches(x.shape[0], recipe.batch_size, generator):
-            if inputs.pooled:
-                loss = F.cross_entropy(head(x[rows]), train.labels[rows])
+            n = lengths[rows]
+            frames = x[rows, : int(n.max())]
+            if ctc:
+                log_probs = head(frames, n).log_softmax(-1)
+                targets = [train.tokens[i] for i in rows.tolist()]
+                loss = F.ctc_loss(
+                    log_probs.transpose(0, 1),
+                    torch.tensor([t for seq in targets for t in seq], dtype=torch.long),
+                    n,
+                    torch.tensor([len(seq) for seq in targets]),
+                    zero_infinity=True,
+                )
             else:
-                n = lengths[rows]
-                frames = x[rows, : int(n.max())]
-                if ctc:
-                    log_probs = head(frames, n).log_softmax(-1)
-                    targets = [train.tokens[i] for i in rows.tolist()]
-                    loss = F.ctc_loss(
-                        log_probs.transpose(0, 1),
-                        torch.tensor([t for seq in targets for t in seq], dtype=torch.long),
-                        n,
-                        torch.tensor([len(seq) for seq in targets]),
-                        zero_infinity=True,
-                    )
-                else:
-                    loss = F.cross_entropy(head(frames, n, pool=True), train.labels[rows])
+                loss = F.cross_entropy(head(frames, n, pool=True), train.labels[rows])
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             optimizer.step()
-    return _evaluate(head, inputs, splits["val"], "val", ctc), _evaluate(head, inputs, splits["test"], "test", ctc)
+    head.eval()
+    results = []
+    with torch.no_grad():
+        for name in ("val", "test"):
+            x, lengths = inputs.x[name], inputs.lengths[name]
+            if ctc:
+                results.append(_phone_accuracy(head(x, lengths).log_softmax(-1), lengths, splits[name]))
+            else:
+                results.append(float((head(x, lengths, pool=True).argmax(-1) == splits[name].labels).float().mean()))
+    return results[0], results[1]
 
 
-def pooled_heads(
+class _LockstepAdamW:
+    """``torch.optim.AdamW``'s update for parameters stacked over R runs (``[R, ...]``), one
+    learning rate per run, with each run's gradient clipped to a norm of ``max_norm`` (as
+    ``clip_grad_norm_`` would clip that run alone); None: no clipping."""
+
+    def __init__(self, parameters: list[Tensor], rates: Tensor, weight_decay: float, max_norm: float | None):
+        self.parameters, self.rates, self.weight_decay, self.max_norm = parameters, rates, weight_decay, max_norm
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in parameters]
+        self.betas, self.eps, self.count = (0.9, 0.999), 1e-8, 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.count += 1
+        if self.max_norm is not None:
+            norms = torch.stack([p.grad.flatten(1).pow(2).sum(1) for p in self.parameters]).sum(0).sqrt()  # [R]
+            scale = (self.max_norm / (norms + 1e-6)).clamp(max=1.0)
+            for parameter in self.parameters:
+                parameter.grad.mul_(scale.view((-1,) + (1,) * (parameter.dim() - 1)))
+        (beta1, beta2), count = self.betas, self.count
+        for parameter, (first, second) in zip(self.parameters, self.moments, strict=True):
+            rate = self.rates.view((-1,) + (1,) * (parameter.dim() - 1))
+            parameter.mul_(1 - rate * self.weight_decay)
+            first.mul_(beta1).add_(parameter.grad, alpha=1 - beta1)
+            second.mul_(beta2).addcmul_(parameter.grad, parameter.grad, value=1 - beta2)
+            denominator = (second / (1 - beta2**count)).sqrt().add_(self.eps)
+            parameter.sub_(rate * first / (1 - beta1**count) / denominator)
+            parameter.grad = None
+
+
+def _linear_runs(runs: list[tuple[float, int]], dim: int, outputs: int) -> tuple[Tensor, Tensor, dict]:
+    """Stacked ``nn.Linear`` initialisations ``[R, D, C]``, ``[R, C]`` (each run's seed), and
+    a generator per seed for its batch order."""
+    bound = 1 / math.sqrt(dim)
+    weights, biases, orders = [], [], {}
+    for _, seed in runs:
+        generator = torch.Generator().manual_seed(seed)
+        weights.append(torch.empty(dim, outputs).uniform_(-bound, bound, generator=generator))
+        biases.append(torch.empty(outputs).uniform_(-bound, bound, generator=generator))
+        orders.setdefault(seed, generator)
+    return torch.stack(weights).requires_grad_(), torch.stack(biases).requires_grad_(), orders
+
+
+def train_frozen_heads(
     splits: dict[str, SplitFeatures],
     inputs: _Inputs,
     *,
     num_outputs: int,
+    ctc: bool,
+    runs: list[tuple[float, int]],
+    recipe: Recipe,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Linear heads on z-scored frozen features (train statistics, as a non-affine frozen
+    BatchNorm), one per ``(learning rate, seed)`` of ``runs``, stacked into batched weights and
+    trained in lockstep with AdamW (:class:`_LockstepAdamW`), each run with its seed's
+    initialisation and batch order, for ``recipe.frozen_epochs``. Utterance tasks: a softmax
+    classifier on pooled vectors. CTC tasks: a per-frame layer over the phones and a blank,
+    its gradient clipped to norm 5 per run.
+
+    Returns:
+        weight ``[R, D, C]`` (``C + 1`` with CTC's blank), bias ``[R, C]``, and every split's
+        z-scored features.
+    """
+    x, lengths = inputs.x["train"], inputs.lengths["train"]
+    valid = x if inputs.pooled else x[lengths_to_mask(lengths, x.shape[1])]
+    mean, std = valid.mean(0), valid.std(0).clamp_min(1e-6)
+    features = {name: (value - mean) / std for name, value in inputs.x.items()}
+    count = x.shape[0]
+    weight, bias, orders = _linear_runs(runs, x.shape[-1], num_outputs + (1 if ctc else 0))
+    rates = torch.tensor([r for r, _ in runs])
+    optimizer = _LockstepAdamW([weight, bias], rates, recipe.weight_decay, 5.0 if ctc else None)
+    train = splits["train"]
+    for _ in range(recipe.frozen_epochs(count)):
+        batches = {seed: _batches(count, recipe.batch_size, generator) for seed, generator in orders.items()}
+        for b in range(len(next(iter(batches.values())))):
+            rows = torch.stack([batches[seed][b] for _, seed in runs])  # [R, B]
+            if not ctc:
+                logits = torch.bmm(features["train"][rows], weight) + bias.unsqueeze(1)
+                loss = F.cross_entropy(logits.flatten(0, 1), train.labels[rows].flatten(), reduction="none")
+                loss.view(len(runs), -1).mean(1).sum().backward()
+            else:
+                n = lengths[rows]  # [R, B]
+                frames = features["train"][rows, : int(n.max())]  # [R, B, T, D]
+                logits = torch.einsum("rbtd,rdc->rbtc", frames, weight) + bias[:, None, None, :]
+                targets = [train.tokens[i] for i in rows.flatten().tolist()]
+                target_lengths = torch.tensor([len(seq) for seq in targets])
+                loss = F.ctc_loss(
+                    logits.log_softmax(-1).flatten(0, 1).transpose(0, 1),  # [T, R * B, C + 1]
+                    torch.tensor([t for seq in targets for t in seq], dtype=torch.long),
+                    n.flatten(),
+                    target_lengths,
+                    reduction="none",
+                    zero_infinity=True,
+                )
+                # F.ctc_loss's "mean" per run: each sequence's loss over its length, averaged
+                (loss / target_lengths.clamp_min(1)).view(len(runs), -1).mean(1).sum().backward()
+            optimizer.step()
+    return weight.detach(), bias.detach(), features
+
+
+def frozen_heads(
+    splits: dict[str, SplitFeatures],
+    inputs: _Inputs,
+    *,
+    num_outputs: int,
+    ctc: bool,
     rates: tuple[float, ...],
     seeds: tuple[int, ...],
     recipe: Recipe,
 ) -> dict[float, list[tuple[float, float]]]:
-    """Linear heads on pooled, z-scored vectors for every (learning rate, seed) at once: the
-    runs are stacked into batched weights ``[R, D, C]`` and trained in lockstep with AdamW
-    (the same update as ``torch.optim.AdamW``, one learning rate per run), each run with its
-    seed's initialisation and batch order. Returns ``{rate: [(val, test) per seed]}``."""
-    x = inputs.x["train"]
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    features = {name: (value - mean) / std for name, value in inputs.x.items()}
+    """:func:`train_frozen_heads` for every (learning rate, seed) at once, evaluated: accuracy
+    (utterance tasks) or 1 - phone error rate (CTC, greedy decoding). Returns ``{rate: [(val,
+    test) per seed]}``."""
     runs = [(rate, seed) for rate in rates for seed in seeds]
-    count, dim = x.shape
-    bound = 1 / math.sqrt(dim)  # nn.Linear's initialisation
-    weights, biases, orders = [], [], {}
-    for _, seed in runs:
-        generator = torch.Generator().manual_seed(seed)
-        weights.append(torch.empty(dim, num_outputs).uniform_(-bound, bound, generator=generator))
-        biases.append(torch.empty(num_outputs).uniform_(-bound, bound, generator=generator))
-        orders.setdefault(seed, generator)
-    weight = torch.stack(weights).requires_grad_()
-    bias = torch.stack(biases).requires_grad_()
-    rate = torch.tensor([r for r, _ in runs])
-    moments = [(torch.zeros_like(weight), torch.zeros_like(weight)), (torch.zeros_like(bias), torch.zeros_like(bias))]
-    betas, eps, step = (0.9, 0.999), 1e-8, 0
-    labels = splits["train"].labels
-    for _ in range(recipe.epochs):
-        batches = {seed: _batches(count, recipe.batch_size, generator) for seed, generator in orders.items()}
-        for b in range(len(next(iter(batches.values())))):
-            rows = torch.stack([batches[seed][b] for _, seed in runs])  # [R, B]
-            logits = torch.bmm(features["train"][rows], weight) + bias.unsqueeze(1)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[rows].flatten(), reduction="none")
-            loss.view(len(runs), -1).mean(1).sum().backward()
-            step += 1
-            with torch.no_grad():
-                for parameter, (first, second) in zip((weight, bias), moments, strict=True):
-                    shape = (-1,) + (1,) * (parameter.dim() - 1)
-                    parameter.mul_(1 - rate.view(shape) * recipe.weight_decay)
-                    first.mul_(betas[0]).add_(parameter.grad, alpha=1 - betas[0])
-                    second.mul_(betas[1]).addcmul_(parameter.grad, parameter.grad, value=1 - betas[1])
-                    denominator = (second / (1 - betas[1] ** step)).sqrt().add_(eps)
-                    parameter.sub_(rate.view(shape) * first / (1 - betas[0] ** step) / denominator)
-                    parameter.grad = None
+    weight, bias, features = train_frozen_heads(
+        splits, inputs, num_outputs=num_outputs, ctc=ctc, runs=runs, recipe=recipe
+    )
     out: dict[float, list[tuple[float, float]]] = {r: [] for r in rates}
-    with torch.no_grad():
-        for index, (r, _) in enumerate(runs):
-            scores = []
-            for name in ("val", "test"):
-                predicted = (features[name] @ weight[index] + bias[index]).argmax(-1)
-                scores.append(float((predicted == splits[name].labels).float().mean()))
-            out[r].append((scores[0], scores[1]))
+    for index, (r, _) in enumerate(runs):
+        scores = []
+        for name in ("val", "test"):
+            logits = features[name] @ weight[index] + bias[index]
+            if ctc:
+                scores.append(_phone_accuracy(logits.log_softmax(-1), inputs.lengths[name], splits[name]))
+            else:
+                scores.append(float((logits.argmax(-1) == splits[name].labels).float().mean()))
+        out[r].append((scores[0], scores[1]))
     return out
 
 
@@ -302,17 +365,23 @@ def ground_truth(
     """One head on ``layer``: the learning rate with the best validation result, and the
     test results of every seed at that rate: ``{"learning_rate", "val", "test": [per seed],
     "mean", "std"}``."""
-    rates = recipe.top_n_learning_rates if top_layer is not None else recipe.learning_rates
-    inputs = _inputs(splits, layer, pooled=top_layer is None and not ctc)
-    if inputs.pooled:  # cheap: every rate and seed at once, the rate chosen on the mean over seeds
-        results = pooled_heads(splits, inputs, num_outputs=num_outputs, rates=rates, seeds=seeds, recipe=recipe)
+    if top_layer is None:  # frozen: every rate and seed at once, the rate chosen on the mean over seeds
+        rates = recipe.learning_rates
+        inputs = _inputs(splits, layer, pooled=not ctc)
+        results = frozen_heads(
+            splits, inputs, num_outputs=num_outputs, ctc=ctc, rates=rates, seeds=seeds, recipe=recipe
+        )
         best = max(rates, key=lambda rate: sum(v for v, _ in results[rate]))
         runs = results[best]
-    else:  # frames: the sweep with the first seed, then the other seeds at the chosen rate
+    else:  # partial fine-tuning: the sweep with the first seed, then the other seeds at the chosen rate
+        rates = recipe.top_n_learning_rates
+        inputs = _inputs(splits, layer, pooled=False)
         common = {"num_outputs": num_outputs, "ctc": ctc, "recipe": recipe, "top_layer": top_layer}
-        sweep = {rate: train_head(splits, inputs, learning_rate=rate, seed=seeds[0], **common) for rate in rates}
+        sweep = {rate: train_top_n_head(splits, inputs, learning_rate=rate, seed=seeds[0], **common) for rate in rates}
         best = max(rates, key=lambda rate: sweep[rate][0])
-        runs = [sweep[best]] + [train_head(splits, inputs, learning_rate=best, seed=s, **common) for s in seeds[1:]]
+        runs = [sweep[best]] + [
+            train_top_n_head(splits, inputs, learning_rate=best, seed=s, **common) for s in seeds[1:]
+        ]
     tests = [t for _, t in runs]
     mean = sum(tests) / len(tests)
     std = math.sqrt(sum((t - mean) ** 2 for t in tests) / max(1, len(tests) - 1))

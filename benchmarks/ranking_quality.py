@@ -143,7 +143,7 @@ QUICK = Setting(
     epochs=2,
     budgets=(1, 2),
     seeds=(0, 1),
-    recipe=Recipe(learning_rates=(3e-3,), epochs=3, top_n_learning_rates=(1e-3,), top_n_epochs=2),
+    recipe=Recipe(learning_rates=(3e-3,), steps=20, top_n_learning_rates=(1e-3,), top_n_epochs=2),
     tasks=("minimal-pairs", "phones"),
     zoo=("untrained", "ctc-en@2", "units-en", "fbank", "mfcc"),
 )
