@@ -2,7 +2,7 @@
 
 ``confirm`` fine-tunes with a Lightning recipe; ``benchmarks/probes.py`` trains the
 benchmark's frozen heads (z-scored mean-pooled features, a learning-rate sweep on val, the
-mean of 3 seeds, 30 epochs, weight decay 1e-2). Where the two disagree by more than the
+mean of 3 seeds, 1500 steps, weight decay 1e-2: ``probes.Recipe``). Where the two disagree by more than the
 candidates differ, no estimator can be judged on that task. For an utterance-classification
 ranking (e.g. the demo's), this prints each row's benchmark result (mean ± sd), the
 ``confirm`` result beside it when ``confirm.json`` exists, and every estimator's rank

@@ -22,8 +22,9 @@ a missing one is now pre-trained with it:
 4. **Scores**: every estimator, every layer of every candidate, one frozen pass each (TIH-SWD
    against each model's own pre-training audio; models without it get none).
 5. **Ground truth** (``benchmarks/probes.py``): every layer of every candidate with a frozen
-   linear head, and the last Conformer layer partially fine-tuned (``top_n``), each with
-   the learning rate chosen on the validation split and the mean and spread of 3 seeds.
+   linear head (1500 steps at each rate of the sweep, ``probes.Recipe``), and the last
+   Conformer layer partially fine-tuned (``top_n``), each with the learning rate chosen on
+   the validation split and the mean and spread of 3 seeds.
 6. **Report** (``benchmarks/quality_report.py``): ``docs/benchmark.md`` and plots, with each
    task's reliability: how well its ground truth agrees with a re-measurement of itself.
 
