@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
                     trained = frozen_heads(splits, inputs, num_outputs=labels.num_classes, ctc=False, rates=rates,
                                            seeds=seeds, recipe=dataclasses.replace(recipe, steps=steps))  # fmt: skip
                     results[budget] = {
-                        r: tuple(statistics.mean(x) for x in zip(*trained[r], strict=True)) for r in rates
+                        r: tuple(statistics.mean(x) for x in zip(*(run[:2] for run in trained[r]), strict=True))
+                        for r in rates
                     }
                 layers.append(results)
         last = list(budgets)[-1]

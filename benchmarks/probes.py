@@ -43,12 +43,14 @@ class SplitFeatures:
         frame_lengths: ``[N]`` valid frames.
         labels: ``[N]`` utterance class ids (utterance tasks).
         tokens: per utterance, the token ids of its transcript (CTC tasks; 1-based, 0 is blank).
+        speakers: per utterance, its speaker (voice) id, or None where the manifest has none.
     """
 
     hidden_states: list[Tensor]
     frame_lengths: Tensor
     labels: Tensor | None
     tokens: list[list[int]] | None
+    speakers: list[str | None] | None = None
 
 
 def encode_split(
@@ -56,7 +58,7 @@ def encode_split(
 ) -> SplitFeatures:
     """Every layer's frames of a split, in dataset order (batches sorted by length)."""
     loader = scoring_loader(dataset, batch_size, collate)
-    order, hidden, lengths, utterance_labels, tokens = [], [], [], [], []
+    order, hidden, lengths, utterance_labels, tokens, speakers = [], [], [], [], [], []
     vocabulary = labels.vocabulary
     with torch.inference_mode():
         for batch in loader:
@@ -64,6 +66,7 @@ def encode_split(
             order += batch["indices"].tolist()
             hidden.append([h.float() for h in out.hidden_states])
             lengths.append(out.frame_lengths.cpu())
+            speakers += batch["speakers"]
             if ctc:
                 for segments in batch["alignments"]:
                     tokens.append([vocabulary[s[2]] + 1 for s in segments if s[2] in vocabulary])
@@ -83,6 +86,7 @@ def encode_split(
         frame_lengths,
         None if ctc else torch.cat(utterance_labels)[inverse],
         [tokens[i] for i in inverse.tolist()] if ctc else None,
+        [speakers[i] for i in inverse.tolist()],
     )
 
 
@@ -165,10 +169,31 @@ def _inputs(splits: dict[str, SplitFeatures], layer: int, pooled: bool) -> _Inpu
     return _Inputs(x, lengths, pooled)
 
 
-def _phone_accuracy(log_probs: Tensor, lengths: Tensor, split: SplitFeatures) -> float:
-    """1 - phone error rate of greedy CTC decoding of ``[N, T, C + 1]`` log-probabilities."""
-    references = [" ".join(str(t) for t in tokens) for tokens in split.tokens]
-    return 1.0 - float(word_error_rate(_greedy(log_probs, lengths), references))
+def _phone_accuracy(log_probs: Tensor, lengths: Tensor, split: SplitFeatures, rows: list[int] | None = None) -> float:
+    """1 - phone error rate of greedy CTC decoding of ``[N, T, C + 1]`` log-probabilities
+    (over the utterances ``rows``; default all)."""
+    rows = list(range(len(split.tokens))) if rows is None else rows
+    references = [" ".join(str(t) for t in split.tokens[i]) for i in rows]
+    return 1.0 - float(word_error_rate(_greedy(log_probs[rows], lengths[rows]), references))
+
+
+def _result(logits: Tensor, lengths: Tensor, split: SplitFeatures, ctc: bool, rows: list[int] | None = None) -> float:
+    """A head's result on a split from its logits (``[N, C]`` pooled, ``[N, T, C + 1]`` CTC):
+    accuracy, or 1 - phone error rate; over the utterances ``rows`` (default all)."""
+    if ctc:
+        return _phone_accuracy(logits.log_softmax(-1), lengths, split, rows)
+    rows = list(range(logits.shape[0])) if rows is None else rows
+    return float((logits[rows].argmax(-1) == split.labels[rows]).float().mean())
+
+
+def _voices(split: SplitFeatures) -> dict[str, list[int]]:
+    """The utterances of each speaker of a split (none where its speakers are unknown)."""
+    if split.speakers is None or any(s is None for s in split.speakers):
+        return {}
+    groups: dict[str, list[int]] = {}
+    for row, speaker in enumerate(split.speakers):
+        groups.setdefault(speaker, []).append(row)
+    return groups
 
 
 def train_top_n_head(
@@ -331,24 +356,22 @@ def frozen_heads(
     rates: tuple[float, ...],
     seeds: tuple[int, ...],
     recipe: Recipe,
-) -> dict[float, list[tuple[float, float]]]:
+) -> dict[float, list[tuple[float, float, dict[str, float]]]]:
     """:func:`train_frozen_heads` for every (learning rate, seed) at once, evaluated: accuracy
     (utterance tasks) or 1 - phone error rate (CTC, greedy decoding). Returns ``{rate: [(val,
-    test) per seed]}``."""
+    test, test by voice) per seed]}``, the last ``{speaker: result on their test utterances}``."""
     runs = [(rate, seed) for rate in rates for seed in seeds]
     weight, bias, features = train_frozen_heads(
         splits, inputs, num_outputs=num_outputs, ctc=ctc, runs=runs, recipe=recipe
     )
-    out: dict[float, list[tuple[float, float]]] = {r: [] for r in rates}
+    voices = _voices(splits["test"])
+    out: dict[float, list[tuple[float, float, dict[str, float]]]] = {r: [] for r in rates}
     for index, (r, _) in enumerate(runs):
-        scores = []
-        for name in ("val", "test"):
-            logits = features[name] @ weight[index] + bias[index]
-            if ctc:
-                scores.append(_phone_accuracy(logits.log_softmax(-1), inputs.lengths[name], splits[name]))
-            else:
-                scores.append(float((logits.argmax(-1) == splits[name].labels).float().mean()))
-        out[r].append((scores[0], scores[1]))
+        logits = {name: features[name] @ weight[index] + bias[index] for name in ("val", "test")}
+        val, test = (_result(logits[n], inputs.lengths[n], splits[n], ctc) for n in ("val", "test"))
+        by_voice = {v: _result(logits["test"], inputs.lengths["test"], splits["test"], ctc, rows)
+                    for v, rows in voices.items()}  # fmt: skip
+        out[r].append((val, test, by_voice))
     return out
 
 
@@ -364,15 +387,19 @@ def ground_truth(
 ) -> dict:
     """One head on ``layer``: the learning rate with the best validation result, and the
     test results of every seed at that rate: ``{"learning_rate", "val", "test": [per seed],
-    "mean", "std"}``."""
+    "mean", "std"}``; frozen heads add ``"voices"``, each test speaker's result (the mean over
+    seeds) where the test split names its speakers."""
+    voices: dict[str, float] = {}
     if top_layer is None:  # frozen: every rate and seed at once, the rate chosen on the mean over seeds
         rates = recipe.learning_rates
         inputs = _inputs(splits, layer, pooled=not ctc)
         results = frozen_heads(
             splits, inputs, num_outputs=num_outputs, ctc=ctc, rates=rates, seeds=seeds, recipe=recipe
         )
-        best = max(rates, key=lambda rate: sum(v for v, _ in results[rate]))
-        runs = results[best]
+        best = max(rates, key=lambda rate: sum(run[0] for run in results[rate]))
+        runs = [run[:2] for run in results[best]]
+        by_voice = [run[2] for run in results[best]]
+        voices = {v: sum(seed[v] for seed in by_voice) / len(by_voice) for v in by_voice[0]}
     else:  # partial fine-tuning: the sweep with the first seed, then the other seeds at the chosen rate
         rates = recipe.top_n_learning_rates
         inputs = _inputs(splits, layer, pooled=False)
@@ -385,7 +412,15 @@ def ground_truth(
     tests = [t for _, t in runs]
     mean = sum(tests) / len(tests)
     std = math.sqrt(sum((t - mean) ** 2 for t in tests) / max(1, len(tests) - 1))
-    return {"learning_rate": best, "val": sum(v for v, _ in runs) / len(runs), "test": tests, "mean": mean, "std": std}
+    val = sum(v for v, _ in runs) / len(runs)
+    return {
+        "learning_rate": best,
+        "val": val,
+        "test": tests,
+        "mean": mean,
+        "std": std,
+        **({"voices": voices} if voices else {}),
+    }
 
 
 def top_layer_of(encoder: FrozenEncoder) -> nn.Module | None:

@@ -109,6 +109,21 @@ def reliability(task: dict[str, Any], draws: int = 2000) -> float:
     return result_reliability(results, errors, draws=draws)
 
 
+def voice_halves(task: dict[str, Any]) -> float:
+    """Spearman rho between the model-wise frozen-head ground truth measured on one half of
+    the test voices and on the other (alternate voices in sorted order; each candidate's best
+    layer by the mean of its seeds' results per voice, averaged over the half's voices): how
+    far the ranking depends on which voices the test set has, which the reliability does not
+    count. NaN where the results name fewer than 2 test voices."""
+    layers = [candidate["frozen"].values() for candidate in task["candidates"].values()]
+    voices = sorted(set.intersection(*(set(r.get("voices", {})) for results in layers for r in results)))
+    if len(voices) < 2:
+        return math.nan
+    halves = [[max(np.mean([r["voices"][v] for v in half]) for r in results) for results in layers]
+              for half in (voices[0::2], voices[1::2])]  # fmt: skip
+    return float(stats.spearmanr(*halves).statistic)
+
+
 def agreement(scores: list[float], truth: list[float], estimator: str) -> dict[str, float]:
     keep = [i for i, v in enumerate(scores) if v is not None and math.isfinite(v)]
     if len(keep) < 3:
@@ -168,6 +183,7 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
             "n": len(layer_views),
         }  # fmt: skip
         result["model-wise, frozen head"]["reliability"] = reliability(task)
+        result["model-wise, frozen head"]["voice_halves"] = voice_halves(task)
         analysis["tasks"][task_name] = result
     headline = "model-wise, frozen head"
 
@@ -268,11 +284,16 @@ def write_report(out: Path, data: dict[str, Any]) -> Path:
         lines.append(f"| *{baseline}* | " + " | ".join(cells) + " | | |")
     cells = [_f(analysis["tasks"][t][headline]["reliability"]) for t in data["tasks"]]
     lines.append("| *reliability (exact results)* | " + " | ".join(cells) + " | | |")
+    cells = [_f(analysis["tasks"][t][headline]["voice_halves"]) for t in data["tasks"]]
+    lines.append("| *test-voice halves* | " + " | ".join(cells) + " | | |")
     lines += [
         "",
         "*Reliability* is the rho that the exact results would reach against this ground truth, "
         "given its test sets' size and its seeds' spread (`reliability` in `benchmarks/quality_report.py`): "
-        "the ground truth is a measurement too, and no estimator can be expected to agree with it better.",
+        "the ground truth is a measurement too, and no estimator can be expected to agree with it better. "
+        "*Test-voice halves* is the rho between the ground truth measured on half the test voices and on "
+        "the other half (`voice_halves`): how much the ranking depends on which voices test it, which the "
+        "reliability does not count (each half has half the voices, so the whole test set agrees better).",
     ]
     lines += ["", f"Goals for the default ({default}), per task: Spearman >= 0.9, weighted tau >= 0.8, top-1 "
               "regret <= 0.01, and at least 0.3 above parameter count and random order.", "",
@@ -299,7 +320,8 @@ def write_report(out: Path, data: dict[str, Any]) -> Path:
         lines += ["", f"## Task: {task_name}", "", f"{task['description']}; {task['num_classes']} classes; "
                   f"{task['utterances']['train']} / {task['utterances']['val']} / {task['utterances']['test']} "
                   f"train / val / test utterances; ground truth: {task['metric']}; its reliability "
-                  f"{_f(result[headline]['reliability'])}.", ""]  # fmt: skip
+                  f"{_f(result[headline]['reliability'])}, test-voice halves "
+                  f"{_f(result[headline]['voice_halves'])}.", ""]  # fmt: skip
         lines += _ground_truth_lines(task)
         for view_name, view in result.items():
             if view_name.startswith("layer-wise"):

@@ -90,8 +90,10 @@ def test_lockstep_heads_match_each_run_trained_alone(probes, ctc):
 
 
 def test_frozen_heads_evaluate_each_run(probes):
-    """frozen_heads' (val, test) are each trained head's accuracy, in (rate, seed) order."""
+    """frozen_heads' (val, test, test by voice) are each trained head's accuracy, in (rate,
+    seed) order."""
     splits = _splits(probes, False)
+    splits["test"].speakers = list("abcabcaab")  # per test utterance
     inputs = probes._inputs(splits, 0, pooled=True)
     recipe = probes.Recipe(steps=12, batch_size=8)
     results = probes.frozen_heads(
@@ -103,7 +105,11 @@ def test_frozen_heads_evaluate_each_run(probes):
     for index, (rate, seed) in enumerate([(3e-3, 0), (3e-3, 5), (3e-2, 0), (3e-2, 5)]):
         accuracy = [float(((features[n] @ weight[index] + bias[index]).argmax(-1) == splits[n].labels).float().mean())
                     for n in ("val", "test")]  # fmt: skip
-        assert results[rate][(0, 5).index(seed)] == tuple(accuracy)
+        val, test, by_voice = results[rate][(0, 5).index(seed)]
+        assert (val, test) == tuple(accuracy)
+        hits = (features["test"] @ weight[index] + bias[index]).argmax(-1) == splits["test"].labels
+        speakers = splits["test"].speakers
+        assert by_voice == {v: float(hits[[s == v for s in speakers]].float().mean()) for v in ("a", "b", "c")}
 
 
 def test_lockstep_clipping_clips_each_run_alone(probes):
@@ -130,3 +136,32 @@ def test_frozen_heads_make_the_step_budget_on_any_training_size(probes, count):
     batches = math.ceil(count / 32)
     epochs = recipe.frozen_epochs(count)
     assert epochs * batches >= 1500 and (epochs - 1) * batches < 1500
+
+
+def test_ground_truth_reports_each_test_voice(probes):
+    """A frozen CTC head's result per test speaker: 1 - phone error rate over that speaker's
+    utterances alone, the mean over seeds at the chosen rate; none where speakers are unknown."""
+    from torchmetrics.functional.text import word_error_rate
+
+    splits = _splits(probes, True)
+    recipe = probes.Recipe(learning_rates=(3e-2,), steps=6, batch_size=8)
+    assert "voices" not in probes.ground_truth(splits, 0, num_outputs=4, ctc=True, seeds=(0, 5), recipe=recipe)
+    speakers = list("aabbbcccc")
+    splits["test"].speakers = speakers
+    result = probes.ground_truth(splits, 0, num_outputs=4, ctc=True, seeds=(0, 5), recipe=recipe)
+    inputs = probes._inputs(splits, 0, pooled=False)
+    weight, bias, features = probes.train_frozen_heads(
+        splits, inputs, num_outputs=4, ctc=True, runs=[(3e-2, 0), (3e-2, 5)], recipe=recipe
+    )
+    lengths, tokens = splits["test"].frame_lengths, splits["test"].tokens
+    for voice in "abc":
+        rows = [i for i, s in enumerate(speakers) if s == voice]
+        per_seed = []
+        for run in range(2):
+            best = (features["test"][rows] @ weight[run] + bias[run]).argmax(-1)
+            decoded = [" ".join(str(t) for t in torch.unique_consecutive(best[j, : lengths[i]]).tolist() if t != 0)
+                       for j, i in enumerate(rows)]  # fmt: skip
+            references = [" ".join(str(t) for t in tokens[i]) for i in rows]
+            per_seed.append(1.0 - float(word_error_rate(decoded, references)))
+        assert result["voices"][voice] == pytest.approx(sum(per_seed) / 2, abs=1e-6)
+    assert len(set(result["voices"].values())) > 1

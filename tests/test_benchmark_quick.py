@@ -24,7 +24,7 @@ def test_ranking_quality_quick(tmp_path):
     for task in ("minimal-pairs", "phones"):
         assert f"## Task: {task}" in text and (tmp_path / "docs" / f"benchmark-{task}.png").is_file()
     assert "| *random order* |" in text and "## Cost" in text and "Wilcoxon" in text
-    assert "| *reliability (exact results)* |" in text
+    assert "| *reliability (exact results)* |" in text and "| *test-voice halves* |" in text
     assert "### model-wise, last layer fine-tuned (top_n=1)" in text
     data = json.loads((tmp_path / "docs" / "benchmark.json").read_text())
     assert data["tasks"]["minimal-pairs"]["test_units"] == data["tasks"]["minimal-pairs"]["utterances"]["test"]
@@ -34,6 +34,7 @@ def test_ranking_quality_quick(tmp_path):
     candidate = data["tasks"]["phones"]["candidates"]["ctc-en@2"]
     assert set(candidate["scores"]) == set(data["estimators"])
     assert len(candidate["frozen"]["0"]["test"]) == len(data["seeds"]) == 2
+    assert list(candidate["frozen"]["0"]["voices"]) == ["en-05"]  # the quick setting's one test voice
     assert candidate["top_n"] is not None and data["tasks"]["phones"]["candidates"]["fbank"]["top_n"] is None
     # --report-only renders the same page from the JSON.
     before = report.read_text()
@@ -118,3 +119,66 @@ def test_noisy_task_tests_every_utterance_at_every_snr(tmp_path):
     assert {audio: sorted(snrs) for audio, snrs in test.items()} == {f"{i}.wav": [0.0, 5.0, 10.0] for i in (6, 7, 8)}
     assert [float(r["snr_db"]) for r in written[:6]] == [10.0, 5.0, 0.0, 10.0, 5.0, 0.0]
     assert len({r["audio"] for r in written}) == len(written)  # every degraded copy is its own file
+
+
+def test_voice_halves_of_the_ground_truth():
+    """The ground truth on alternate test voices against the rest: 1 where both halves rank the
+    candidates alike, -1 where they reverse them, NaN without per-voice results."""
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    from quality_report import voice_halves
+
+    def task(per_voice):  # candidate -> layer -> {voice: result}
+        return {"candidates": {c: {"frozen": {str(k): {"voices": v} for k, v in enumerate(layers)}}
+                               for c, layers in per_voice.items()}}  # fmt: skip
+
+    alike = {f"c{i}": [{"a": 0.1 * i, "b": 0.1 * i + 0.05, "c": 0.2, "d": 0.1 * i}, {"a": 0.0, "b": 0.0, "c": 0.0,
+             "d": 0.0}] for i in range(4)}  # fmt: skip
+    assert voice_halves(task(alike)) == pytest.approx(1.0)
+    reversed_ = {f"c{i}": [{"a": 0.1 * i, "b": 0.5 - 0.1 * i, "c": 0.1 * i, "d": 0.5 - 0.1 * i}] for i in range(4)}
+    assert voice_halves(task(reversed_)) == pytest.approx(-1.0)
+    # the best layer is chosen per half: c3 is best on a and c by its first layer, on b and d by its second
+    per_half = {f"c{i}": [{"a": 0.1 * i, "b": 0.0, "c": 0.1 * i, "d": 0.0}, {"a": 0.0, "b": 0.1 * i, "c": 0.0,
+                "d": 0.1 * i}] for i in range(4)}  # fmt: skip
+    assert voice_halves(task(per_half)) == pytest.approx(1.0)
+    single = {f"c{i}": [{"a": 0.1 * i}] for i in range(4)}
+    assert voice_halves(task(single)) != voice_halves(task(single))  # NaN: one voice has no halves
+    unknown = {"candidates": {f"c{i}": {"frozen": {"0": {"mean": 0.1 * i}}} for i in range(4)}}
+    assert voice_halves(unknown) != voice_halves(unknown)
+
+
+def test_english_tasks_test_on_extra_voices(tmp_path):
+    """Voices that only the English tasks' test splits hear: they join each English task's test
+    split after its own test voices, and leave every train and val split, the Spanish task and
+    the speaker-identification task as they were."""
+    import csv
+
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    import ranking_quality as rq
+
+    rows = [{"audio": f"{s}/{w}_{r}.wav", "alignment": f"{s}/{w}_{r}.txt", "label": w, "text": w, "speaker": s,
+             "language": s[:2]}
+            for s in [f"en-{i:02d}" for i in range(8)] + [f"es-{i:02d}" for i in range(3)]
+            for w in (rq.WORDS["en"][:2] if s.startswith("en") else rq.WORDS["es"][:2]) for r in range(3)]  # fmt: skip
+    manifest = tmp_path / "corpus" / "manifest.csv"
+    rq._write(manifest, rows)
+    common = dict(en_speakers=6, pretrain_speakers=2, other_speakers=3, repetitions=3, model={}, large_model={},
+                  small_model={}, epochs=1, budgets=(1,), seeds=(0,), recipe=rq.Recipe(), test_voices=1,
+                  tasks=("minimal-pairs", "spanish", "speakers"), speaker_test_utterances=2)  # fmt: skip
+    tasks = {}
+    for extra in (0, 2):
+        made = rq.make_tasks(rq.Setting(**common, extra_test_voices=extra), manifest, tmp_path / "work")
+        tasks[extra] = {t.name: list(csv.DictReader(open(t.manifest, encoding="utf-8"))) for t in made}
+
+    def voices(task_rows, split):
+        return sorted({r["speaker"] for r in task_rows if r["split"] == split})
+
+    english, more = tasks[0]["minimal-pairs"], tasks[2]["minimal-pairs"]
+    assert voices(more, "train") == voices(english, "train") == ["en-02", "en-03"]
+    assert voices(more, "val") == voices(english, "val") == ["en-04"]
+    assert [r for r in more if r["split"] != "test"] == [r for r in english if r["split"] != "test"]
+    assert voices(english, "test") == ["en-05"] and voices(more, "test") == ["en-05", "en-06", "en-07"]
+    tests = [r for r in more if r["split"] == "test"]
+    assert tests[: len(voices(english, "test")) * 6] == [r for r in english if r["split"] == "test"]
+    for name in ("spanish", "speakers"):
+        assert tasks[2][name] == tasks[0][name]
+    assert not {"en-06", "en-07"} & {r["speaker"] for r in tasks[2]["speakers"]}
