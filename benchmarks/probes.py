@@ -172,9 +172,11 @@ def _inputs(splits: dict[str, SplitFeatures], layer: int, pooled: bool) -> _Inpu
 def _phone_accuracy(log_probs: Tensor, lengths: Tensor, split: SplitFeatures, rows: list[int] | None = None) -> float:
     """1 - phone error rate of greedy CTC decoding of ``[N, T, C + 1]`` log-probabilities
     (over the utterances ``rows``; default all)."""
-    rows = list(range(len(split.tokens))) if rows is None else rows
-    references = [" ".join(str(t) for t in split.tokens[i]) for i in rows]
-    return 1.0 - float(word_error_rate(_greedy(log_probs[rows], lengths[rows]), references))
+    if rows is not None:
+        log_probs, lengths = log_probs[rows], lengths[rows]
+    tokens = split.tokens if rows is None else [split.tokens[i] for i in rows]
+    references = [" ".join(str(t) for t in sequence) for sequence in tokens]
+    return 1.0 - float(word_error_rate(_greedy(log_probs, lengths), references))
 
 
 def _result(logits: Tensor, lengths: Tensor, split: SplitFeatures, ctc: bool, rows: list[int] | None = None) -> float:
@@ -182,8 +184,8 @@ def _result(logits: Tensor, lengths: Tensor, split: SplitFeatures, ctc: bool, ro
     accuracy, or 1 - phone error rate; over the utterances ``rows`` (default all)."""
     if ctc:
         return _phone_accuracy(logits.log_softmax(-1), lengths, split, rows)
-    rows = list(range(logits.shape[0])) if rows is None else rows
-    return float((logits[rows].argmax(-1) == split.labels[rows]).float().mean())
+    labels = split.labels if rows is None else split.labels[rows]
+    return float(((logits if rows is None else logits[rows]).argmax(-1) == labels).float().mean())
 
 
 def _voices(split: SplitFeatures) -> dict[str, list[int]]:
@@ -237,15 +239,10 @@ def train_top_n_head(
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             optimizer.step()
     head.eval()
-    results = []
     with torch.no_grad():
-        for name in ("val", "test"):
-            x, lengths = inputs.x[name], inputs.lengths[name]
-            if ctc:
-                results.append(_phone_accuracy(head(x, lengths).log_softmax(-1), lengths, splits[name]))
-            else:
-                results.append(float((head(x, lengths, pool=True).argmax(-1) == splits[name].labels).float().mean()))
-    return results[0], results[1]
+        val, test = (_result(head(inputs.x[n], inputs.lengths[n], pool=not ctc), inputs.lengths[n], splits[n], ctc)
+                     for n in ("val", "test"))  # fmt: skip
+    return val, test
 
 
 class _LockstepAdamW:
