@@ -15,7 +15,7 @@ a missing one is now pre-trained with it:
    smaller model), a wav2vec2-style convolutional transformer on raw audio (CTC), untrained
    models, and fbank / MFCC.
 3. **Tasks** on held-out voices (validation on one more, test on three more, and in the
-   English tasks on 16 voices more that only the test splits hear): 24 words with
+   English and Spanish tasks on 16 voices more that only the test splits hear): 24 words with
    minimal pairs; keywords in noise and reverberation (SNR 10, 5, 0 dB; each test utterance
    at every level); Spanish keywords (a language no model was trained on); few-shot keywords
    (5 and 20 per class); phone recognition (CTC); speaker identification (20 speakers, 2
@@ -113,6 +113,7 @@ class Setting:
     snrs: tuple[float, ...] = (10.0, 5.0, 0.0)
     test_voices: int = 1  # whole voices held out for test (one more for val), in every voice-held-out task
     extra_test_voices: int = 0  # English voices that only the English tasks' test splits hear (after those)
+    extra_spanish_test_voices: int = 0  # the same for the Spanish task
     speaker_test_utterances: int = 2  # speakers: test utterances per speaker (2 train, 2 val; at most 36 in all)
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +135,7 @@ FULL = Setting(
     tasks=ALL_TASKS,
     test_voices=3,
     extra_test_voices=16,  # 19 test voices in the English tasks: 3 ranked candidates unlike 16 others did
+    extra_spanish_test_voices=16,  # and 19 in the Spanish task
     speaker_test_utterances=32,  # every utterance of a Spanish voice (12 words x 3) but its 4 train and val
 )
 QUICK = Setting(
@@ -164,9 +166,11 @@ def build(setting: Setting, work: Path) -> Path:
                           repetitions=setting.repetitions,
                           words={"en": WORDS["en"] + CONFUSABLE_WORDS["en"]})  # fmt: skip
     other = corpus / "de-es" / "manifest.csv"
-    if not other.is_file():
-        other = build_corpus(corpus / "de-es", languages=("de", "es"), speakers_per_language=setting.other_speakers,
-                             repetitions=setting.repetitions, seed=1)  # fmt: skip
+    spanish = setting.other_speakers + setting.extra_spanish_test_voices
+    if _speaker_count(other, "de") != setting.other_speakers or _speaker_count(other, "es") != spanish:
+        # Spanish voices added come last: the German ones and the first Spanish ones stay the same
+        other = build_corpus(corpus / "de-es", languages=("de", "es"), repetitions=setting.repetitions, seed=1,
+                             speakers_per_language={"de": setting.other_speakers, "es": spanish})  # fmt: skip
     rows = []
     for manifest in (en, other):
         for row in csv.DictReader(open(manifest, encoding="utf-8")):
@@ -176,8 +180,10 @@ def build(setting: Setting, work: Path) -> Path:
     return corpus / "manifest.csv"
 
 
-def _speaker_count(manifest: Path) -> int:
-    return len({row["speaker"] for row in _rows(manifest)}) if manifest.is_file() else 0
+def _speaker_count(manifest: Path, language: str | None = None) -> int:
+    if not manifest.is_file():
+        return 0
+    return len({row["speaker"] for row in _rows(manifest) if language in (None, row["language"])})
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -195,12 +201,17 @@ def _rows(manifest: Path) -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------- zoo
 def speakers(setting: Setting, language: str, role: str) -> list[str]:
-    if language != "en":
-        return [f"{language}-{i:02d}" for i in range(setting.other_speakers)]
-    count, task = setting.pretrain_speakers, setting.en_speakers
-    ids = {"pretrain": range(count), "task": range(count, task),
-           "test-only": range(task, task + setting.extra_test_voices)}[role]  # fmt: skip
-    return [f"en-{i:02d}" for i in ids]
+    """The voices of a language in one role: "pretrain" (the zoo's), "task" (the tasks'
+    train, val and test voices) or "test-only" (only the test splits hear them). German
+    and Spanish have one set of voices each, whatever the role (the German ones pre-train,
+    the Spanish ones are the tasks'), and Spanish may have test-only voices after it."""
+    if language == "en":
+        count, task, extra = setting.pretrain_speakers, setting.en_speakers, setting.extra_test_voices
+        ids = {"pretrain": range(count), "task": range(count, task), "test-only": range(task, task + extra)}[role]
+    else:
+        count, extra = setting.other_speakers, setting.extra_spanish_test_voices if language == "es" else 0
+        ids = range(count, count + extra) if role == "test-only" else range(count)
+    return [f"{language}-{i:02d}" for i in ids]
 
 
 def build_zoo(setting: Setting, manifest: Path, models: Path) -> list[dict[str, Any]]:
@@ -386,11 +397,13 @@ def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
             *({**r, "split": "test"} for r in selected if r["speaker"] in test),
         ]
 
-    spanish = [r for r in rows if r["language"] == "es"]
-    spanish_voices = sorted({r["speaker"] for r in spanish})
+    spanish_voices = speakers(setting, "es", "task")
+    spanish_test_only = speakers(setting, "es", "test-only")
+    spanish = [r for r in rows if r["speaker"] in set(spanish_voices + spanish_test_only)]
 
     # the splits differ with the setting
     folder = work / (f"tasks-{setting.test_voices}-test-voices-{setting.extra_test_voices}-more-in-english-"
+                     f"{setting.extra_spanish_test_voices}-in-spanish-"
                      f"{setting.speaker_test_utterances}-per-speaker")  # fmt: skip
     specs = {
         "minimal-pairs": (lambda: by_voice(en), "24 English words, 12 of them minimal pairs (bad/bed, ship/sheep)"),
@@ -400,14 +413,14 @@ def make_tasks(setting: Setting, manifest: Path, work: Path) -> list[Task]:
         ),
         "spanish": (
             lambda: by_voice(spanish, voices=(spanish_voices[-setting.test_voices - 1],
-                                              spanish_voices[-setting.test_voices :])),
+                                              spanish_voices[-setting.test_voices :] + spanish_test_only)),
             "12 Spanish keywords: a language no model was pre-trained on, voices held out for val and test",
         ),
         "few-shot-5": (lambda: by_voice(keywords, 5), "12 English keywords, 5 training utterances per class"),
         "few-shot-20": (lambda: by_voice(keywords, 20), "12 English keywords, 20 training utterances per class"),
         "phones": (lambda: by_voice(keywords), "English phone recognition (CTC, frame labels from the alignments)"),
         "speakers": (
-            lambda: _split(_shuffled([r for r in rows if r["speaker"] in heldout or r["language"] == "es"]),
+            lambda: _split(_shuffled([r for r in rows if r["speaker"] in heldout | set(spanish_voices)]),
                            lambda r: r["speaker"], 2, 2, setting.speaker_test_utterances),
             "speaker identification: held-out English and Spanish voices, 2 training utterances each (of any words)",
         ),

@@ -146,10 +146,10 @@ def test_voice_halves_of_the_ground_truth():
     assert voice_halves(unknown) != voice_halves(unknown)
 
 
-def test_english_tasks_test_on_extra_voices(tmp_path):
-    """Voices that only the English tasks' test splits hear: they join each English task's test
-    split after its own test voices, and leave every train and val split, the Spanish task and
-    the speaker-identification task as they were."""
+def test_tasks_test_on_extra_voices(tmp_path):
+    """Voices that only the test splits hear, English and Spanish: they join each task's test
+    split after its own test voices, and leave every train and val split and the
+    speaker-identification task as they were."""
     import csv
 
     sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
@@ -157,7 +157,7 @@ def test_english_tasks_test_on_extra_voices(tmp_path):
 
     rows = [{"audio": f"{s}/{w}_{r}.wav", "alignment": f"{s}/{w}_{r}.txt", "label": w, "text": w, "speaker": s,
              "language": s[:2]}
-            for s in [f"en-{i:02d}" for i in range(8)] + [f"es-{i:02d}" for i in range(3)]
+            for s in [f"en-{i:02d}" for i in range(8)] + [f"es-{i:02d}" for i in range(5)]
             for w in (rq.WORDS["en"][:2] if s.startswith("en") else rq.WORDS["es"][:2]) for r in range(3)]  # fmt: skip
     manifest = tmp_path / "corpus" / "manifest.csv"
     rq._write(manifest, rows)
@@ -166,19 +166,23 @@ def test_english_tasks_test_on_extra_voices(tmp_path):
                   tasks=("minimal-pairs", "spanish", "speakers"), speaker_test_utterances=2)  # fmt: skip
     tasks = {}
     for extra in (0, 2):
-        made = rq.make_tasks(rq.Setting(**common, extra_test_voices=extra), manifest, tmp_path / "work")
+        setting = rq.Setting(**common, extra_test_voices=extra, extra_spanish_test_voices=extra)
+        made = rq.make_tasks(setting, manifest, tmp_path / "work")
         tasks[extra] = {t.name: list(csv.DictReader(open(t.manifest, encoding="utf-8"))) for t in made}
 
     def voices(task_rows, split):
         return sorted({r["speaker"] for r in task_rows if r["split"] == split})
 
-    english, more = tasks[0]["minimal-pairs"], tasks[2]["minimal-pairs"]
-    assert voices(more, "train") == voices(english, "train") == ["en-02", "en-03"]
-    assert voices(more, "val") == voices(english, "val") == ["en-04"]
-    assert [r for r in more if r["split"] != "test"] == [r for r in english if r["split"] != "test"]
-    assert voices(english, "test") == ["en-05"] and voices(more, "test") == ["en-05", "en-06", "en-07"]
-    tests = [r for r in more if r["split"] == "test"]
-    assert tests[: len(voices(english, "test")) * 6] == [r for r in english if r["split"] == "test"]
-    for name in ("spanish", "speakers"):
-        assert tasks[2][name] == tasks[0][name]
-    assert not {"en-06", "en-07"} & {r["speaker"] for r in tasks[2]["speakers"]}
+    expected = {"minimal-pairs": (["en-02", "en-03"], "en-04", "en-05", ["en-06", "en-07"]),
+                "spanish": (["es-00"], "es-01", "es-02", ["es-03", "es-04"])}  # fmt: skip
+    for name, (train, val, test, test_only) in expected.items():
+        fewer, more = tasks[0][name], tasks[2][name]
+        assert voices(more, "train") == voices(fewer, "train") == train
+        assert voices(more, "val") == voices(fewer, "val") == [val]
+        assert [r for r in more if r["split"] != "test"] == [r for r in fewer if r["split"] != "test"]
+        assert voices(fewer, "test") == [test] and voices(more, "test") == [test, *test_only]
+        tests = [r for r in more if r["split"] == "test"]
+        assert tests[:6] == [r for r in fewer if r["split"] == "test"]
+    assert tasks[2]["speakers"] == tasks[0]["speakers"]
+    assert {r["speaker"] for r in tasks[2]["speakers"]} == {"en-02", "en-03", "en-04", "en-05", "es-00", "es-01",
+                                                            "es-02"}  # fmt: skip

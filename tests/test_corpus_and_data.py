@@ -15,7 +15,7 @@ from lightning_tx.data import (
     read_alignment,
     read_manifest,
 )
-from lightning_tx.data.corpus import MANIFEST_COLUMNS, build_corpus
+from lightning_tx.data.corpus import MANIFEST_COLUMNS, build_corpus, make_speakers
 
 
 def test_tiny_corpus_manifest_audio_and_alignments(tiny_corpus):
@@ -60,6 +60,25 @@ def test_corpus_is_deterministic_and_multilingual(tmp_path):
     assert len({(s["voice"], s["pitch"], s["rate"]) for s in speakers}) == 4
     with pytest.raises(ValueError, match="no built-in vocabulary"):
         build_corpus(tmp_path / "c", languages=("xx",))
+
+
+def test_more_voices_of_the_last_language_leave_the_others_files(tmp_path):
+    """A count per language: Spanish voices added after German and Spanish ones change no
+    file of the voices before them (the voices and jitters are drawn in order)."""
+    kwargs = dict(languages=("de", "es"), words_per_language=1, repetitions=1, seed=1, workers=2, progress=False)
+    first = build_corpus(tmp_path / "a", speakers_per_language=1, **kwargs).parent
+    more = build_corpus(tmp_path / "b", speakers_per_language={"de": 1, "es": 2}, **kwargs).parent
+    for speaker in ("de-00", "es-00"):
+        assert _digest(first / "wav" / speaker) == _digest(more / "wav" / speaker)
+        assert _digest(first / "alignments" / speaker) == _digest(more / "alignments" / speaker)
+    assert sorted(p.name for p in (more / "wav").iterdir()) == ["de-00", "es-00", "es-01"]
+    assert make_speakers(["de", "es"], {"de": 8, "es": 24}, 1)[:16] == make_speakers(["de", "es"], 8, 1)
+    spanish = make_speakers(["de", "es"], {"de": 8, "es": 30}, 1)[8:]
+    assert len({s.voice for s in spanish}) == 30  # 2 base voices x 15 variants: none repeated
+    with pytest.raises(ValueError, match=r"no count for \['es'\]"):
+        make_speakers(["de", "es"], {"de": 2}, 1)
+    with pytest.raises(ValueError, match="positive integer for 'de'"):
+        make_speakers(["de"], {"de": 0}, 1)
 
 
 def test_datamodule_batches(tiny_corpus):

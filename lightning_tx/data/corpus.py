@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,18 +92,36 @@ class Speaker:
     rate: int
 
 
-def make_speakers(languages: list[str], per_language: int, seed: int) -> list[Speaker]:
+def make_speakers(languages: list[str], per_language: int | Mapping[str, int], seed: int) -> list[Speaker]:
+    """The speakers of each language in turn, ``per_language`` of each (or a count per
+    language). The draws are sequential, so more speakers of the last language leave
+    every earlier speaker as it was."""
+    counts = _speaker_counts(languages, per_language)
     rng = np.random.default_rng(seed)
     speakers = []
     for language in languages:
         variants = rng.permutation(VARIANTS)
-        for i in range(per_language):
+        for i in range(counts[language]):
             base = BASE_VOICES[language][i % len(BASE_VOICES[language])]
             variant = variants[i % len(variants)]
             voice = f"{base}+{variant}" if variant else base
             pitch, rate = int(rng.integers(25, 80)), int(rng.integers(130, 210))
             speakers.append(Speaker(f"{language}-{i:02d}", language, voice, pitch, rate))
     return speakers
+
+
+def _speaker_counts(languages: list[str], per_language: int | Mapping[str, int]) -> dict[str, int]:
+    if isinstance(per_language, Mapping):
+        missing = [language for language in languages if language not in per_language]
+        if missing:
+            raise ValueError(f"`speakers_per_language` gives no count for {missing}; it has {sorted(per_language)}")
+        counts = {language: per_language[language] for language in languages}
+    else:
+        counts = dict.fromkeys(languages, per_language)
+    for language, count in counts.items():
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"`speakers_per_language` must be a positive integer for {language!r}, got {count!r}")
+    return counts
 
 
 def _phone_segments(phonemes: list[tuple[float, str]], duration: float) -> list[tuple[float, float, str]]:
@@ -161,7 +180,7 @@ def build_corpus(
     out: str | os.PathLike,
     *,
     languages: tuple[str, ...] = ("en", "de"),
-    speakers_per_language: int = 8,
+    speakers_per_language: int | Mapping[str, int] = 8,
     words_per_language: int = 12,
     repetitions: int = 5,
     seed: int = 0,
@@ -172,10 +191,12 @@ def build_corpus(
     """Write the corpus under ``out``; returns the manifest path.
 
     ``len(languages) * speakers_per_language * words_per_language * repetitions``
-    utterances (default 960). ``repetitions >= 3`` gives every split of every (speaker,
-    word); with fewer, the last repetition is ``test`` and the rest ``train``. ``words``
-    replaces the built-in word list of a language (``words_per_language`` then does not
-    apply to it), e.g. ``{"en": WORDS["en"] + CONFUSABLE_WORDS["en"]}``.
+    utterances (default 960). ``speakers_per_language`` may instead map each language to its
+    own count: more speakers of the last language leave every other file as it was (the
+    voices and the jitters are drawn speaker by speaker, in order). ``repetitions >= 3``
+    gives every split of every (speaker, word); with fewer, the last repetition is ``test``
+    and the rest ``train``. ``words`` replaces the built-in word list of a language
+    (``words_per_language`` then does not apply to it), e.g. ``{"en": WORDS["en"] + CONFUSABLE_WORDS["en"]}``.
     """
     vocabulary = {}
     for language in languages:
