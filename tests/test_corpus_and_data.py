@@ -81,6 +81,25 @@ def test_more_voices_of_the_last_language_leave_the_others_files(tmp_path):
         make_speakers(["de"], {"de": 0}, 1)
 
 
+def test_data_package_imports_its_names_when_used():
+    """`lightning_tx.data` exports its names lazily (each corpus voice's process imports only
+    the corpus module, not Lightning); every exported name is the defining module's own."""
+    import importlib
+    import subprocess
+    import sys
+
+    import lightning_tx.data as data
+
+    for name in data.__all__:
+        module = importlib.import_module(f"lightning_tx.data.{data._MODULES[name]}")
+        assert getattr(data, name) is getattr(module, name)
+    assert sorted(data.__all__) == sorted(data._MODULES)
+    with pytest.raises(AttributeError, match="has no attribute 'SpeechModule'"):
+        data.SpeechModule  # noqa: B018
+    probe = "import sys, lightning_tx.data.corpus; print('lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 def test_datamodule_batches(tiny_corpus):
     dm = SpeechDataModule(manifest=tiny_corpus, batch_size=4, shuffle=False)
     dm.setup("fit")
