@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ranking_quality as rq  # noqa: E402
-from probes import Recipe, _inputs, encode_split, frozen_heads  # noqa: E402
+from probes import Recipe, encode_split, frozen_heads, head_inputs  # noqa: E402
 
 from lightning_tx.data import SpeechDataModule  # noqa: E402
 from lightning_tx.data.datamodule import collate_utterances  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
             splits = {s: encode_split(encoder, dm.dataset(s, sample_rate=encoder.sample_rate), collate_utterances, 16,
                                       labels, False) for s in ("train", "val", "test")}  # fmt: skip
             for layer in range(encoder.num_layers):
-                inputs = _inputs(splits, layer, pooled=True)
+                inputs = head_inputs(splits, layer, pooled=True)
                 results = {}
                 for budget, steps in budgets.items():
                     trained = frozen_heads(splits, inputs, num_outputs=labels.num_classes, ctc=False, rates=rates,

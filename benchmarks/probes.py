@@ -152,7 +152,7 @@ class _Head(nn.Module):
 
 
 @dataclass
-class _Inputs:
+class HeadInputs:
     """What a head trains and is evaluated on: per split, pooled vectors ``[N, D]`` (frozen
     utterance tasks), or frames ``[N, T, D]`` with lengths."""
 
@@ -161,12 +161,13 @@ class _Inputs:
     pooled: bool
 
 
-def _inputs(splits: dict[str, SplitFeatures], layer: int, pooled: bool) -> _Inputs:
+def head_inputs(splits: dict[str, SplitFeatures], layer: int, pooled: bool) -> HeadInputs:
+    """One layer's features of every split: its frames, or their means over each utterance."""
     x = {s: f.hidden_states[layer] for s, f in splits.items()}
     lengths = {s: f.frame_lengths for s, f in splits.items()}
     if pooled:
         x = {s: _pooled(x[s], lengths[s]) for s in x}
-    return _Inputs(x, lengths, pooled)
+    return HeadInputs(x, lengths, pooled)
 
 
 def _phone_accuracy(log_probs: Tensor, lengths: Tensor, split: SplitFeatures, rows: list[int] | None = None) -> float:
@@ -200,7 +201,7 @@ def _voices(split: SplitFeatures) -> dict[str, list[int]]:
 
 def train_top_n_head(
     splits: dict[str, SplitFeatures],
-    inputs: _Inputs,
+    inputs: HeadInputs,
     *,
     num_outputs: int,
     ctc: bool,
@@ -289,7 +290,7 @@ def _linear_runs(runs: list[tuple[float, int]], dim: int, outputs: int) -> tuple
 
 def train_frozen_heads(
     splits: dict[str, SplitFeatures],
-    inputs: _Inputs,
+    inputs: HeadInputs,
     *,
     num_outputs: int,
     ctc: bool,
@@ -346,7 +347,7 @@ def train_frozen_heads(
 
 def frozen_heads(
     splits: dict[str, SplitFeatures],
-    inputs: _Inputs,
+    inputs: HeadInputs,
     *,
     num_outputs: int,
     ctc: bool,
@@ -389,7 +390,7 @@ def ground_truth(
     voices: dict[str, float] = {}
     if top_layer is None:  # frozen: every rate and seed at once, the rate chosen on the mean over seeds
         rates = recipe.learning_rates
-        inputs = _inputs(splits, layer, pooled=not ctc)
+        inputs = head_inputs(splits, layer, pooled=not ctc)
         results = frozen_heads(
             splits, inputs, num_outputs=num_outputs, ctc=ctc, rates=rates, seeds=seeds, recipe=recipe
         )
@@ -399,7 +400,7 @@ def ground_truth(
         voices = {v: sum(seed[v] for seed in by_voice) / len(by_voice) for v in by_voice[0]}
     else:  # partial fine-tuning: the sweep with the first seed, then the other seeds at the chosen rate
         rates = recipe.top_n_learning_rates
-        inputs = _inputs(splits, layer, pooled=False)
+        inputs = head_inputs(splits, layer, pooled=False)
         common = {"num_outputs": num_outputs, "ctc": ctc, "recipe": recipe, "top_layer": top_layer}
         sweep = {rate: train_top_n_head(splits, inputs, learning_rate=rate, seed=seeds[0], **common) for rate in rates}
         best = max(rates, key=lambda rate: sweep[rate][0])

@@ -77,7 +77,7 @@ def test_lockstep_heads_match_each_run_trained_alone(probes, ctc):
     classes = 4
     # CTC: long utterances of few tokens, whose gradients the clipping to norm 5 shortens
     splits = _splits(probes, ctc, classes=classes, dim=16, steps=40, per_token=15) if ctc else _splits(probes, ctc)
-    inputs = probes._inputs(splits, 0, pooled=not ctc)
+    inputs = probes.head_inputs(splits, 0, pooled=not ctc)
     recipe = probes.Recipe(steps=12, batch_size=8)
     runs = [(3e-3, 0), (3e-3, 5), (3e-2, 0), (3e-2, 5)]
     weight, bias, _ = probes.train_frozen_heads(splits, inputs, num_outputs=classes, ctc=ctc, runs=runs, recipe=recipe)
@@ -94,7 +94,7 @@ def test_frozen_heads_evaluate_each_run(probes):
     seed) order."""
     splits = _splits(probes, False)
     splits["test"].speakers = list("abcabcaab")  # per test utterance
-    inputs = probes._inputs(splits, 0, pooled=True)
+    inputs = probes.head_inputs(splits, 0, pooled=True)
     recipe = probes.Recipe(steps=12, batch_size=8)
     results = probes.frozen_heads(
         splits, inputs, num_outputs=4, ctc=False, rates=(3e-3, 3e-2), seeds=(0, 5), recipe=recipe
@@ -149,7 +149,7 @@ def test_ground_truth_reports_each_test_voice(probes):
     speakers = list("aabbbcccc")
     splits["test"].speakers = speakers
     result = probes.ground_truth(splits, 0, num_outputs=4, ctc=True, seeds=(0, 5), recipe=recipe)
-    inputs = probes._inputs(splits, 0, pooled=False)
+    inputs = probes.head_inputs(splits, 0, pooled=False)
     weight, bias, features = probes.train_frozen_heads(
         splits, inputs, num_outputs=4, ctc=True, runs=[(3e-2, 0), (3e-2, 5)], recipe=recipe
     )
