@@ -81,9 +81,21 @@ def test_more_voices_of_the_last_language_leave_the_others_files(tmp_path):
         make_speakers(["de"], {"de": 0}, 1)
 
 
+def test_a_failed_speaker_names_itself_and_the_cause(tmp_path):
+    """Each speaker is synthesised in its own interpreter; its failure surfaces with the
+    speaker and the child's error, not as a missing row."""
+    from lightning_tx.data.corpus import _synthesize_speaker
+
+    job = {"root": str(tmp_path), "text": "yes", "label": "yes", "speaker": "en-07", "language": "en",
+           "split": "train", "voice": "no-such-voice", "rate": 150, "pitch": 50, "audio": "wav/a.wav",
+           "alignment": "alignments/a.txt"}  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"(?s)speaker 'en-07' failed.*no voice 'no-such-voice'"):
+        _synthesize_speaker([job])
+
+
 def test_data_package_imports_its_names_when_used():
-    """`lightning_tx.data` exports its names lazily (each corpus voice's process imports only
-    the corpus module, not Lightning); every exported name is the defining module's own."""
+    """`lightning_tx.data` exports its names lazily (each corpus voice's interpreter imports
+    only the corpus module, not Lightning); every exported name is the defining module's own."""
     import importlib
     import subprocess
     import sys

@@ -1,8 +1,8 @@
 """Speech data: manifests, audio, the SpeechDataModule, the built-in corpus.
 
 The names below are imported when first used (PEP 562), not with the package: the corpus
-synthesises each voice in a fresh process that imports :mod:`lightning_tx.data.corpus`, and
-importing Lightning there with the data module would cost several seconds per voice.
+synthesises each voice in a fresh interpreter that imports :mod:`lightning_tx.data.corpus`,
+and importing Lightning there with the data module would cost several seconds per voice.
 """
 
 from __future__ import annotations

@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,8 +147,9 @@ def _phone_segments(phonemes: list[tuple[float, str]], duration: float) -> list[
     return segments
 
 
-def _synthesize_job(job: dict) -> dict:
-    """Synthesize, resample and write one utterance (runs in a worker process)."""
+def _synthesize_job(job: dict) -> None:
+    """Synthesize, resample and write one utterance and its alignment (in a speaker's own
+    process)."""
     from lightning_tx.data.espeak import ESpeak
 
     synthesis = ESpeak().synthesize(job["text"], job["voice"], job["rate"], job["pitch"])
@@ -162,18 +164,46 @@ def _synthesize_job(job: dict) -> dict:
     with open(root / job["alignment"], "w", encoding="utf-8") as handle:
         for start, end, phone in segments:
             handle.write(f"{start:.4f} {end:.4f} {phone}\n")
+
+
+def _manifest_row(job: dict) -> dict:
+    """The manifest row of a synthesized utterance (its duration read from its wav file)."""
+    frames = soundfile.info(Path(job["root"]) / job["audio"]).frames
     return {
         **{k: job[k] for k in ("audio", "label", "text", "speaker", "language", "split", "alignment")},
-        "duration": f"{duration:.4f}",
+        "duration": f"{frames / SAMPLE_RATE:.4f}",
     }
 
 
 def _synthesize_speaker(jobs: list[dict]) -> list[dict]:
-    """One speaker's utterances, in order, in a process of their own: eSpeak NG carries
-    internal state from one utterance to the next (even across re-initialisation), so an
-    utterance's waveform depends on what its process spoke before. A fresh process per
-    speaker makes every file depend only on the corpus settings, not on scheduling."""
-    return [_synthesize_job(job) for job in jobs]
+    """One speaker's utterances, in order, in a fresh interpreter: eSpeak NG carries internal
+    state from one utterance to the next (even across re-initialisation), so an utterance's
+    waveform depends on what its process spoke before. A fresh process per speaker makes
+    every file depend only on the corpus settings, not on scheduling.
+
+    The interpreter imports this module alone. (A ``multiprocessing`` child would also
+    import the caller's ``__main__``, e.g. the whole benchmark with Lightning, several
+    seconds per speaker.) Returns the speaker's manifest rows."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    completed = subprocess.run(
+        [sys.executable, "-c", f"import {__name__} as corpus; corpus._synthesize_from_stdin()"],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"synthesizing speaker {jobs[0]['speaker']!r} failed (exit {completed.returncode}):\n{completed.stderr}"
+        )
+    return [_manifest_row(job) for job in jobs]
+
+
+def _synthesize_from_stdin() -> None:
+    """The child of :func:`_synthesize_speaker`: its jobs come as JSON on stdin."""
+    for job in json.load(sys.stdin):
+        _synthesize_job(job)
 
 
 def build_corpus(
@@ -243,10 +273,9 @@ def build_corpus(
     shards: dict[str, list[dict]] = {}
     for job in jobs:
         shards.setdefault(job["speaker"], []).append(job)
-    # "spawn": forking a process that already runs threads (torch, a W&B service) can deadlock;
-    # one task per child: each speaker starts from eSpeak NG's initial state.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+    # A new interpreter per speaker (not a fork: forking a process that already runs threads,
+    # torch's or a W&B service's, can deadlock); the threads only wait for them.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for rows_of_speaker in pool.map(_synthesize_speaker, shards.values()):
             rows += rows_of_speaker
             if progress:
