@@ -81,6 +81,19 @@ def test_more_voices_of_the_last_language_leave_the_others_files(tmp_path):
         make_speakers(["de"], {"de": 0}, 1)
 
 
+def test_corpus_command_line(tmp_path):
+    """`python -m lightning_tx.data.corpus` (its speakers' interpreters import the module by
+    name, not as `__main__`)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lightning_tx.data.corpus", "--out", str(tmp_path / "c"), "--languages", "en",
+               "--speakers", "1", "--words", "2", "--repetitions", "1"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    rows = list(csv.DictReader(open(tmp_path / "c" / "manifest.csv", encoding="utf-8")))
+    assert [r["label"] for r in rows] == ["yes", "no"] and all((tmp_path / "c" / r["audio"]).is_file() for r in rows)
+
+
 def test_a_failed_speaker_names_itself_and_the_cause(tmp_path):
     """Each speaker is synthesised in its own interpreter; its failure surfaces with the
     speaker and the child's error, not as a missing row."""

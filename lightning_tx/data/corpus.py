@@ -187,7 +187,7 @@ def _synthesize_speaker(jobs: list[dict]) -> list[dict]:
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     completed = subprocess.run(
-        [sys.executable, "-c", f"import {__name__} as corpus; corpus._synthesize_from_stdin()"],
+        [sys.executable, "-c", "import lightning_tx.data.corpus as corpus; corpus._synthesize_from_stdin()"],
         input=json.dumps(jobs),
         capture_output=True,
         text=True,
