@@ -106,6 +106,17 @@ def test_a_failed_speaker_names_itself_and_the_cause(tmp_path):
         _synthesize_speaker([job])
 
 
+def test_a_failed_speaker_stops_the_build(tmp_path, monkeypatch):
+    """No speaker starts after one has failed (nor after Ctrl-C): the build stops there."""
+    import lightning_tx.data.corpus as corpus
+
+    monkeypatch.setitem(corpus.BASE_VOICES, "de", ["no-such-voice"])
+    with pytest.raises(RuntimeError, match="speaker 'de-00' failed"):
+        build_corpus(tmp_path, languages=("de", "en"), speakers_per_language={"de": 1, "en": 2},
+                     words_per_language=1, repetitions=1, workers=1, progress=False)  # fmt: skip
+    assert not (tmp_path / "wav" / "en-01").exists()
+
+
 def test_data_package_imports_its_names_when_used():
     """`lightning_tx.data` exports its names lazily (each corpus voice's interpreter imports
     only the corpus module, not Lightning); every exported name is the defining module's own."""

@@ -222,8 +222,9 @@ def build_corpus(
 
     ``len(languages) * speakers_per_language * words_per_language * repetitions``
     utterances (default 960). ``speakers_per_language`` may instead map each language to its
-    own count: more speakers of the last language leave every other file as it was (the
-    voices and the jitters are drawn speaker by speaker, in order). ``repetitions >= 3``
+    own count (the utterances are then the counts' sum times words times repetitions): more
+    speakers of the last language leave every other file as it was (the voices and the
+    jitters are drawn speaker by speaker, in order). ``repetitions >= 3``
     gives every split of every (speaker, word); with fewer, the last repetition is ``test``
     and the rest ``train``. ``words`` replaces the built-in word list of a language
     (``words_per_language`` then does not apply to it), e.g. ``{"en": WORDS["en"] + CONFUSABLE_WORDS["en"]}``.
@@ -275,7 +276,7 @@ def build_corpus(
         shards.setdefault(job["speaker"], []).append(job)
     # A new interpreter per speaker (not a fork: forking a process that already runs threads,
     # torch's or a W&B service's, can deadlock); the threads only wait for them.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Executor.map cancels what has not started on an error
         for rows_of_speaker in pool.map(_synthesize_speaker, shards.values()):
             rows += rows_of_speaker
             if progress:
