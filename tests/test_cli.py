@@ -269,6 +269,10 @@ def test_rank_agreement_against_scipy():
     assert out["weighted_tau"] == pytest.approx(stats.weightedtau(scores, results).statistic)
     assert rank_agreement([3, 2, 1], [0.9, 0.5, 0.1])["top1_regret"] == 0
     assert rank_agreement([1, 2, 3], [0.8, 0.5, 0.4])["top1_regret"] == pytest.approx(0.5)
+    # Tied best scores: the expected regret of a pick among them, whatever their order.
+    assert rank_agreement([3, 3, 1], [1.0, 0.5, 0.8])["top1_regret"] == pytest.approx(0.25)
+    assert rank_agreement([3, 3, 1], [0.5, 1.0, 0.8])["top1_regret"] == pytest.approx(0.25)
+    assert rank_agreement([2, 2, 2], [1.0, 0.5, 0.6])["top1_regret"] == pytest.approx(0.3)
     assert rank_agreement([1, 2, 3], [0.8, 0.5, 0.4], higher_is_better=False)["spearman_rho"] == pytest.approx(1.0)
 
 

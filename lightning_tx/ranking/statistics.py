@@ -15,7 +15,9 @@ def rank_agreement(scores: Sequence[float], results: Sequence[float], *, higher_
     Returns ``spearman_rho``, ``spearman_p``, ``kendall_tau``, ``kendall_p``,
     ``weighted_tau`` (``scipy.stats.weightedtau``: disagreements among the best count more)
     and ``top1_regret`` (``1 - result of the best-scored candidate / best result``, 0 when
-    the score picks the best), plus ``n``. Scores of lower-is-better estimators (distances)
+    the score picks the best; where several candidates tie for the best score, the mean of
+    their regrets: the expected regret of a pick among them at random, since the score gives
+    no reason to prefer one), plus ``n``. Scores of lower-is-better estimators (distances)
     are negated first. Correlations are NaN with fewer than 3 candidates or constant inputs.
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -41,7 +43,7 @@ def rank_agreement(scores: Sequence[float], results: Sequence[float], *, higher_
         weighted_tau=float(weighted),
     )
     best = results.max()
-    picked = results[int(np.argmax(oriented))]
+    picked = results[oriented == oriented.max()].mean()  # ties: a random pick's expected result
     out["top1_regret"] = float(1 - picked / best) if best != 0 else float(best - picked)
     return out
 
