@@ -249,3 +249,42 @@ def test_estimators_that_compare_domains_need_source_audio():
     with pytest.raises(ValueError, match="source-domain"):
         score(session, scoring_loader(TensorDataset(features, labels), 8))
     assert set(ESTIMATORS["pooled_logme"].statistics) == {"gram"}
+
+
+def test_ties_of_the_first_estimator_are_broken_by_the_next(tmp_path, monkeypatch):
+    """Held-out accuracies tie exactly; the next listed estimator orders the tied rows (in its
+    own direction), whatever order the candidates came in, and every consumer of the order
+    agrees: the ranking's rows, the best layer and the W&B summary's best row."""
+    from lightning_tx.loggers import TxWandbLogger
+    from lightning_tx.ranking.report import sort_rows
+    from lightning_tx.scoring import best_layer, order_key
+    from lightning_tx.scoring.publish import publish_scores
+
+    nan = float("nan")
+    estimators = ["pooled_voice_probe", "sliced_wasserstein"]  # higher is better; a distance, lower is
+    rows = [
+        {"candidate": "a", "layer": 0, "scores": {"pooled_voice_probe": 0.75, "sliced_wasserstein": 0.3}},
+        {"candidate": "b", "layer": 1, "scores": {"pooled_voice_probe": nan, "sliced_wasserstein": 0.0}},
+        {"candidate": "c", "layer": 2, "scores": {"pooled_voice_probe": 0.75, "sliced_wasserstein": 0.1}},
+        {"candidate": "d", "layer": 3, "scores": {"pooled_voice_probe": 0.5, "sliced_wasserstein": 0.0}},
+    ]
+    for order in (rows, rows[::-1]):
+        ranked = sort_rows([dict(r) for r in order], estimators)
+        assert [r["candidate"] for r in ranked] == ["c", "a", "d", "b"] and [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    assert [r["candidate"] for r in sort_rows([dict(r) for r in rows], "pooled_voice_probe")][-1] == "b"
+    assert order_key(rows[2]["scores"], estimators) < order_key(rows[0]["scores"], estimators)
+
+    results = {e: {r["layer"]: r["scores"][e] for r in rows} for e in estimators}
+    assert best_layer(results, estimators) == 2
+    assert best_layer(results, estimators[:1]) in (0, 2) and best_layer(results, "pooled_voice_probe") in (0, 2)
+    assert best_layer({"pooled_voice_probe": results["pooled_voice_probe"]}, estimators) in (0, 2)
+    with pytest.raises(ValueError, match="no layer has a finite pooled_voice_probe"):
+        best_layer({"pooled_voice_probe": {0: nan}}, estimators)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = TxWandbLogger(save_dir=str(tmp_path), online=False)
+    publish_scores([logger], rows, estimators, table_key="ranking")
+    assert logger.experiment.summary["transfer/best_candidate"] == "c"
+    assert logger.experiment.summary["transfer/best_layer"] == 2
+    logger.experiment.finish()

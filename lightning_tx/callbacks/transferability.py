@@ -42,7 +42,8 @@ class TransferabilityCallback(Callback):
     labels) of a :class:`~lightning_tx.data.SpeechDataModule`.
 
     Args:
-        estimators: estimator names; the first decides ``select_layer`` and ``stop_if_below``.
+        estimators: estimator names; the first decides ``select_layer`` (its exact ties broken by
+            the next) and ``stop_if_below``.
         source: source-domain audio for ``sliced_wasserstein``: a manifest path, a
             ``LightningDataModule`` or a ``DataLoader`` of speech batches.
         limit_batches: score a random subset of this many batches (int) or this fraction
@@ -126,7 +127,7 @@ class TransferabilityCallback(Callback):
             if e in self.estimators and (wanted is None or wanted <= {int(k) for k in scores})
         } or None
         primary_saved = self.results is not None and self.estimators[0] in self.results
-        self.best_layer = best_layer(self.results, self.estimators[0]) if primary_saved else None
+        self.best_layer = best_layer(self.results, self.estimators) if primary_saved else None
 
     def score(
         self, trainer: L.Trainer, pl_module: L.LightningModule, estimators: Sequence[str] | None = None
@@ -157,7 +158,7 @@ class TransferabilityCallback(Callback):
         )
         self.results = {**(self.results or {}), **results}
         add_layer_ensemble(self.results, self.estimators)  # ranks this model's layers
-        self.best_layer = best_layer(self.results, self.estimators[0])
+        self.best_layer = best_layer(self.results, self.estimators)
         return self.results
 
     def _report(self, trainer: L.Trainer) -> None:

@@ -54,7 +54,8 @@ class RankingModule(L.LightningModule):
 
     Args:
         candidates: the encoders (and layers) to score.
-        estimators: estimator names; the first one orders the ranking.
+        estimators: estimator names; the first one orders the ranking, each next one breaks
+            the exact ties of those before it (:func:`~lightning_tx.scoring.order_key`).
         frame_labels: ``"utterance"``, ``"alignment"``, ``"ctc"`` or ``"uniform"`` (see
             :class:`~lightning_tx.scoring.TaskLabels`).
         exclude_labels: labels whose frames are left out (e.g. ``["sil"]``).

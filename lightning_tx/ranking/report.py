@@ -6,23 +6,20 @@ import csv
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning_tx.metrics.registry import get_estimator
+from lightning_tx.scoring.order import order_key
 
 
-def sort_rows(rows: list[dict[str, Any]], estimator: str) -> list[dict[str, Any]]:
-    """Rows ordered best first by ``estimator`` (its direction respected), with ``rank`` set;
-    rows whose score is undefined (NaN) come last, in their original order."""
-    sign = -1.0 if get_estimator(estimator).higher_is_better else 1.0
-
-    def key(row: dict[str, Any]) -> tuple[bool, float]:
-        value = row["scores"][estimator]
-        undefined = value is None or math.isnan(value)
-        return undefined, 0.0 if undefined else sign * value
-
-    ordered = sorted(rows, key=key)
+def sort_rows(rows: list[dict[str, Any]], estimators: str | Sequence[str]) -> list[dict[str, Any]]:
+    """Rows ordered best first by the first of ``estimators`` (its direction respected), a tie
+    broken by the next (:func:`~lightning_tx.scoring.order.order_key`), with ``rank`` set;
+    rows whose first score is undefined (NaN) come last."""
+    estimators = [estimators] if isinstance(estimators, str) else list(estimators)
+    ordered = sorted(rows, key=lambda row: order_key(row["scores"], estimators))
     for rank, row in enumerate(ordered, 1):
         row["rank"] = rank
     return ordered

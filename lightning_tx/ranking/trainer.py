@@ -108,7 +108,7 @@ class TxTrainer(L.Trainer):
             "wandb_group": next(
                 (lg._wandb_init.get("group") for lg in self.loggers if isinstance(lg, WandbLogger)), None
             ),
-            "rows": sort_rows(rows, primary),
+            "rows": sort_rows(rows, model.estimators),
         }
         self._publish_ranking(ranking)
         return ranking

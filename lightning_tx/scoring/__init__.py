@@ -16,6 +16,7 @@ from lightning_tx.scoring.loaders import (
     scoring_loader_like,
     speech_loader,
 )
+from lightning_tx.scoring.order import order_key
 from lightning_tx.scoring.scorer import LayerScorer, expand_estimators
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "broadcast_frame_labels",
     "limited",
     "module_frames",
+    "order_key",
     "process_rank_and_count",
     "rank_average",
     "score",

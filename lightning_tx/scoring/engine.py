@@ -16,6 +16,7 @@ from lightning_tx.metrics.registry import get_estimator
 from lightning_tx.scoring.frames import EncoderFrames, FrameSource, module_frames
 from lightning_tx.scoring.labels import TaskLabels
 from lightning_tx.scoring.loaders import ScoringSampler, scoring_loader_like, speech_loader
+from lightning_tx.scoring.order import order_key
 from lightning_tx.scoring.scorer import LayerScorer, expand_estimators
 
 Results = dict[str, dict[int, float]]
@@ -213,11 +214,13 @@ def score_module(
         module.train(was_training)
 
 
-def best_layer(results: Results, estimator: str) -> int:
-    """The best layer by ``estimator`` (its direction respected; NaN never wins)."""
-    sign = 1.0 if get_estimator(estimator).higher_is_better else -1.0
-    scores = results[estimator]
-    finite = [k for k, v in scores.items() if math.isfinite(v)]
+def best_layer(results: Results, estimators: str | Sequence[str]) -> int:
+    """The best layer by the first of ``estimators`` (its direction respected; NaN never
+    wins), a tie broken by the next of them present in ``results`` (:func:`order_key`)."""
+    estimators = [estimators] if isinstance(estimators, str) else list(estimators)
+    primary = results[estimators[0]]
+    finite = [k for k, v in primary.items() if math.isfinite(v)]
     if not finite:
-        raise ValueError(f"no layer has a finite {estimator} score: {scores}")
-    return max(finite, key=lambda k: sign * scores[k])
+        raise ValueError(f"no layer has a finite {estimators[0]} score: {primary}")
+    present = [e for e in estimators if e in results]
+    return min(finite, key=lambda k: order_key({e: results[e].get(k, math.nan) for e in present}, present))

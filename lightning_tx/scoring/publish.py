@@ -9,7 +9,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from lightning_tx.metrics.registry import get_estimator
+from lightning_tx.scoring.order import order_key
 
 
 def slug(text: str) -> str:
@@ -33,12 +33,12 @@ def publish_scores(
     with_candidate: bool = True,
 ) -> None:
     """Log every row's scores to every logger; a W&B logger also gets a table and, in its
-    summary, the best row by the first estimator.
+    summary, the best row by the first estimator (ties broken by the next: :func:`order_key`).
 
     Args:
         loggers: the trainer's loggers (call on rank zero only: loggers write there).
         rows: ``{"candidate": name, "layer": k, "scores": {estimator: value}}`` each.
-        estimators: the estimators, the first one deciding the best row.
+        estimators: the estimators, the first one deciding the best row, the next ones its ties.
         step: the step to log at.
         table_key: the W&B table's key.
         with_candidate: put the candidate in the metric keys (see :func:`score_key`).
@@ -49,9 +49,8 @@ def publish_scores(
         for e in estimators
     }
     primary = estimators[0]
-    sign = 1.0 if get_estimator(primary).higher_is_better else -1.0
     ranked = [row for row in rows if math.isfinite(row["scores"][primary])]
-    best = max(ranked, key=lambda row: sign * row["scores"][primary]) if ranked else None
+    best = min(ranked, key=lambda row: order_key(row["scores"], estimators)) if ranked else None
     for logger in loggers:
         logger.log_metrics(metrics, step=step)
         if isinstance(logger, WandbLogger):
