@@ -22,11 +22,10 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality_report import views  # noqa: E402
+from quality_report import rank_estimators, views  # noqa: E402
 
 from lightning_tx.scoring.ensemble import rank_average  # noqa: E402
 
@@ -51,8 +50,7 @@ VIEW = "model-wise, frozen head"
 
 def default_estimator() -> str:
     """The estimator that orders rankings: the first of ``configs/rank.yaml``."""
-    config = yaml.safe_load((Path(__file__).parent.parent / "configs" / "rank.yaml").read_text(encoding="utf-8"))
-    return config["model"]["init_args"]["estimators"][0]
+    return rank_estimators()[0]
 
 
 def spearman(scores: list[float], truth: list[float]) -> float:

@@ -26,6 +26,7 @@ def test_ranking_quality_quick(tmp_path):
     assert "| *random order* |" in text and "## Cost" in text and "Wilcoxon" in text
     assert "| *reliability (exact results)* |" in text and "| *test-voice halves* |" in text
     assert "### model-wise, last layer fine-tuned (top_n=1)" in text
+    assert "| ranking order |" in text and "Goals for the ranking order" in text
     data = json.loads((tmp_path / "docs" / "benchmark.json").read_text())
     assert data["tasks"]["minimal-pairs"]["test_units"] == data["tasks"]["minimal-pairs"]["utterances"]["test"]
     assert data["tasks"]["phones"]["test_units"] > data["tasks"]["phones"]["utterances"]["test"]  # phones
@@ -186,3 +187,43 @@ def test_tasks_test_on_extra_voices(tmp_path):
     assert tasks[2]["speakers"] == tasks[0]["speakers"]
     assert {r["speaker"] for r in tasks[2]["speakers"]} == {"en-02", "en-03", "en-04", "en-05", "es-00", "es-01",
                                                             "es-02"}  # fmt: skip
+
+
+def test_ranking_order_breaks_the_first_estimators_ties_by_the_next():
+    """The report's ranking order: configs/rank.yaml's first estimator, its exact ties broken
+    by the second (in its direction), pairs equal on the whole chain sharing a place; each
+    candidate at its best pair model-wise; never the report's default."""
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    from quality_report import ORDER, analyse, order_scores, rank_estimators, views
+
+    from lightning_tx.metrics import get_estimator
+
+    first, second, *_ = rank_estimators()
+    assert first == "pooled_voice_probe" and second == "pooled_logme_standardized"
+    estimators = list(dict.fromkeys([*rank_estimators(), *get_estimator("ensemble").members]))
+
+    def candidate(pairs):  # [(first, second)] per layer
+        scores = {e: {str(k): 0.0 for k in range(len(pairs))} for e in estimators}
+        for k, (a, b) in enumerate(pairs):
+            scores[first][str(k)], scores[second][str(k)] = a, b
+        frozen = {str(k): {"mean": 0.5, "test": [0.5]} for k in range(len(pairs))}
+        return {"scores": scores, "frozen": frozen, "top_n": None, "parameters": 1}
+
+    task = {"candidates": {"a": candidate([(0.75, -1.0), (0.5, 9.0)]), "b": candidate([(0.75, 2.0)]),
+                           "c": candidate([(0.75, -1.0)])}}  # fmt: skip
+    places = order_scores(task, estimators)
+    assert places["b"]["0"] > places["a"]["0"] == places["c"]["0"] > places["a"]["1"]
+    assert order_scores(task, [second]) is None  # without the estimator that orders rankings
+    view = views(task, estimators, [0])["model-wise, frozen head"]
+    assert view["scores"][ORDER] == [places["a"]["0"], places["b"]["0"], places["c"]["0"]]
+
+    # Model-wise truths that the order gets right and the first estimator alone ties on.
+    for name, truth in (("a", 0.3), ("b", 0.9), ("c", 0.2)):
+        for k in task["candidates"][name]["frozen"]:
+            task["candidates"][name]["frozen"][k] = {"mean": truth, "test": [truth]}
+    task.update(description="", metric="accuracy", num_classes=2, utterances={"test": 10}, test_units=10)
+    data = {"estimators": estimators, "seeds": [0], "tasks": {"t": task}}
+    analysis = analyse(data)
+    rows = analysis["tasks"]["t"]["model-wise, frozen head"]["rows"]
+    assert rows[ORDER]["top1_regret"] == 0 and rows[first]["top1_regret"] > 0
+    assert analysis["default"] != ORDER
