@@ -278,7 +278,8 @@ def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: i
     when ``speakers`` is None), a ridge regression with an unpenalised intercept on the other
     samples (features z-scored over all of them), predicting the group's samples whose class
     the other groups have with the class frequencies of all samples in place of theirs:
-    ``ybar + (x - xbar_fold) W_fold``."""
+    ``ybar + (x - xbar_fold) W_fold``; at ``penalty`` 0, the minimum-norm least-squares
+    weights."""
     x = f.astype(np.float64)
     x = (x - x.mean(0)) / x.std(0)
     m, d = x.shape
@@ -290,7 +291,10 @@ def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: i
         xr, tr = x[~held], targets[~held]
         x_mean, t_mean = xr.mean(0), tr.mean(0)
         xc = xr - x_mean
-        weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(d), xc.T @ (tr - t_mean))
+        if penalty == 0:  # the limit: the minimum-norm least-squares fit
+            weights = np.linalg.lstsq(xc, tr - t_mean, rcond=None)[0]
+        else:
+            weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(d), xc.T @ (tr - t_mean))
         prediction = targets.mean(0) + (x[held] - x_mean) @ weights
         predictable = np.isin(y[held], y[~held])  # a class the other groups have
         correct += int((prediction.argmax(1) == y[held])[predictable].sum())

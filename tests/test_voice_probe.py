@@ -52,6 +52,32 @@ def test_matches_refitting_without_each_speaker(m, d, c, voices):
     assert float(voice_probe_accuracy(features, labels, None, num_classes=c)) == pytest.approx(loo, abs=1e-12)
 
 
+def test_more_dimensions_than_samples_take_the_limit_of_no_penalty():
+    """Where the centred features span every direction of the samples (100 dimensions, 30
+    samples) the evidence can be largest at no penalty; the probe is then the minimum-norm
+    interpolator, held out exactly as refitting it without each speaker (or sample) gives."""
+    m, d, c = 30, 100, 3
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(m) % c
+    features = 0.3 * torch.randn(c, d, generator=g, dtype=torch.float64)[labels]
+    features = features + torch.randn(m, d, generator=g, dtype=torch.float64)
+    x = _zscored(features)
+    targets = torch.nn.functional.one_hot(labels, c).to(torch.float64)
+    assert float(evidence_ridge_penalty(x, targets - targets.mean(0))) == 0.0
+    speakers = torch.arange(m) % 4
+    expected = reference_voice_probe(features.numpy(), labels.numpy(), speakers.numpy(), c, 0.0)
+    assert 0.5 < expected < 1  # some held-out samples wrong, some right: the predictions matter
+    assert float(voice_probe_accuracy(features, labels, speakers, num_classes=c)) == pytest.approx(expected, abs=1e-12)
+    loo = reference_voice_probe(features.numpy(), labels.numpy(), None, c, 0.0)
+    assert float(voice_probe_accuracy(features, labels, None, num_classes=c)) == pytest.approx(loo, abs=1e-12)
+    # A large encoder on a few-shot task: 768 dimensions, 5 utterances of each of 12 classes
+    # by 4 voices, classes well apart. Defined (not ranked last), and every sample right.
+    labels = torch.arange(60) % 12
+    centres = 3 * torch.randn(12, 768, generator=g, dtype=torch.float64)
+    features = centres[labels] + torch.randn(60, 768, generator=g, dtype=torch.float64)
+    assert float(voice_probe_accuracy(features, labels, torch.arange(60) // 15)) == 1.0
+
+
 def test_a_class_only_one_speaker_has_is_not_scored():
     features, labels = classification_data(60, 5, 3, seed=8)
     speakers = torch.arange(60) % 4
@@ -118,6 +144,9 @@ def test_two_samples_per_class_keep_their_class_frequency():
 def test_undefined_and_bad_inputs():
     with pytest.raises(UndefinedScore, match="constant"):
         voice_probe_accuracy(torch.ones(10, 3), torch.arange(10) % 2)
+    labels = torch.arange(30) % 3  # features that are the classes: the evidence has no maximum
+    with pytest.raises(UndefinedScore, match="grows without bound"):
+        voice_probe_accuracy(torch.nn.functional.one_hot(labels, 3).to(torch.float64), labels)
     with pytest.raises(UndefinedScore, match="at least 3 samples"):
         voice_probe_accuracy(torch.randn(2, 3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="speakers"):

@@ -26,6 +26,14 @@ of samples whose held-out arg-max is their class. Invariant to the scale and off
 feature dimension (the z-scoring); higher is better, in [0, 1]. Meant for pooled vectors,
 one per utterance or token.
 
+**More dimensions than samples.** A large encoder's pooled vectors (768 or 1024 dimensions)
+on a few-shot task (60 utterances) span every direction of the centred samples, so they
+interpolate any targets, and where the classes separate well the evidence is largest in the
+limit of no penalty. The model is then that limit, the minimum-norm interpolator, held out
+exactly as before (the hat matrix is the identity there, so its held-out predictions come
+from the pseudo-inverse of the samples' Gram matrix instead). These are often the best
+features of all; an undefined score would rank them last.
+
 **The class frequencies are the whole training set's.** The refitted intercept is
 :math:`\bar y_{-g} - \bar x_{-g} W_{-g}`: the fold's own class frequencies :math:`\bar y_{-g}`,
 and its own feature centre. The shift above replaces the first by the whole set's
@@ -83,9 +91,15 @@ def evidence_ridge_penalty(features: Tensor, targets: Tensor, *, grid: int = 400
     Returns:
         Scalar float64 penalty, in the units of ``X^T X``'s eigenvalues; ``inf`` where the
         evidence is largest at the grid's upper end (the features say nothing of the targets:
-        the model is its intercept). Raises :class:`~lightning_tx.functional.UndefinedScore`
-        where it is largest at the lower end: at no penalty (the features interpolate the
-        targets, with more dimensions than samples).
+        the model is its intercept); ``0`` where it is largest at the lower end and the
+        features span every direction of the centred samples (``k = M - 1``: with at least as
+        many dimensions as samples they interpolate any targets, :math:`\rho = 0`, and the
+        evidence tends to a finite limit as :math:`t \to 0` that no penalty exceeds): the
+        model is then the limit of no penalty, the minimum-norm interpolator, which the
+        Bayesian model reaches as its noise precision grows without bound. Raises
+        :class:`~lightning_tx.functional.UndefinedScore` where the evidence is largest at the
+        lower end with fewer dimensions than that (the features reproduce the targets exactly
+        in a subspace: the evidence grows without bound).
     """
     count, columns = features.shape[0] - 1, targets.shape[1]
     eigenvalues, eigenvectors = torch.linalg.eigh(features.T @ features)
@@ -105,9 +119,12 @@ def evidence_ridge_penalty(features: Tensor, targets: Tensor, *, grid: int = 400
     points = torch.linspace(low, high, grid, dtype=torch.float64, device=features.device)
     best = int(log_evidence(points).argmax())
     if best == 0:
+        if sigma.numel() >= count:  # the ridgeless limit (see Returns)
+            return torch.zeros((), dtype=torch.float64, device=features.device)
         raise UndefinedScore(
-            f"the evidence sets no ridge penalty: it is largest at none (the {features.shape[1]}-dimensional "
-            f"features interpolate the classes of {features.shape[0]} samples); score more samples"
+            f"the evidence sets no ridge penalty: it grows without bound as the penalty goes to 0 (the "
+            f"{features.shape[1]}-dimensional features reproduce the classes of {features.shape[0]} samples exactly "
+            f"in {sigma.numel()} dimensions)"
         )
     if best == grid - 1:  # the features say nothing of the targets: the intercept alone
         return torch.tensor(math.inf, dtype=torch.float64, device=features.device)
@@ -152,22 +169,55 @@ def voice_probe_accuracy(
     groups, scored = held_out_groups(labels, speakers, num_classes)
 
     u, squares, _ = left_singular_vectors(x)
-    hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
-    fitted = hat @ targets
     totals = targets.sum(0)  # [C]
-    if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
-        leverage = hat.diagonal().unsqueeze(1)
-        left_out = (fitted - leverage * targets) / (1 - leverage)
+    if float(penalty) == 0.0:
+        if squares.numel() != count - 1:  # the evidence counted the dimensions at another round-off
+            raise UndefinedScore(
+                f"the evidence chose no ridge penalty, but the {features.shape[1]}-dimensional features span only "
+                f"{squares.numel()} of the {count - 1} directions of {count} centred samples"
+            )
+        left_out = _ridgeless_left_out(u, squares, targets, groups)
+    else:
+        hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
+        fitted = hat @ targets
+        if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
+            leverage = hat.diagonal().unsqueeze(1)
+            left_out = (fitted - leverage * targets) / (1 - leverage)
+        else:
+            left_out = torch.empty_like(fitted)
+            for rows in groups:
+                block = hat[rows][:, rows]
+                eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
+                left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
+    if len(groups) == count:
         fold_frequencies = (totals - targets) / (count - 1)
     else:
-        left_out, fold_frequencies = torch.empty_like(fitted), torch.empty_like(fitted)
+        fold_frequencies = torch.empty_like(targets)
         for rows in groups:
-            block = hat[rows][:, rows]
-            eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
-            left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
             fold_frequencies[rows] = (totals - targets[rows].sum(0)) / (count - len(rows))
     left_out += totals / count - fold_frequencies  # the whole set's class frequencies (see the module)
     return (left_out.argmax(1) == labels)[scored].to(torch.float64).mean()
+
+
+def _ridgeless_left_out(u: Tensor, squares: Tensor, targets: Tensor, groups: list[Tensor]) -> Tensor:
+    r"""Held-out predictions ``[M, C]`` of the minimum-norm interpolator (the penalty's limit
+    0), where the centred features span all ``M - 1`` directions orthogonal to the constant
+    (``u`` ``[M, M - 1]``, ``squares`` their ``X^T X`` eigenvalues).
+
+    There the hat matrix is the identity and the deletion formula divides 0 by 0; its limit
+    comes from the residual maker instead, :math:`I - H = t\, U (S^2 + t)^{-1} U^\top`: the
+    held-out residuals :math:`(I - H)_{gg}^{-1} ((I - H) Y)_g` do not change when it is
+    scaled, so :math:`R = U S^{-2} U^\top` (the pseudo-inverse of the centred Gram matrix)
+    gives them at :math:`t = 0`, and :math:`\hat Y_{-g} = Y_g - R_{gg}^{-1} (R Y)_g`.
+    """
+    residual_maker = (u / squares) @ u.T  # [M, M]
+    residuals = residual_maker @ targets
+    if len(groups) == targets.shape[0]:
+        return targets - residuals / residual_maker.diagonal().unsqueeze(1)
+    left_out = torch.empty_like(targets)
+    for rows in groups:
+        left_out[rows] = targets[rows] - torch.linalg.solve(residual_maker[rows][:, rows], residuals[rows])
+    return left_out
 
 
 def held_out_groups(labels: Tensor, speakers: Tensor | None, num_classes: int) -> tuple[list[Tensor], Tensor]:
