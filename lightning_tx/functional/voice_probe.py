@@ -30,8 +30,9 @@ one per utterance or token.
 on a few-shot task (60 utterances) span every direction of the centred samples, so they
 interpolate any targets, and where the classes separate well the evidence is largest in the
 limit of no penalty. The model is then that limit, the minimum-norm interpolator, held out
-exactly as before (the hat matrix is the identity there, so its held-out predictions come
-from the pseudo-inverse of the samples' Gram matrix instead). These are often the best
+exactly as before (the hat matrix is the identity there, so wherever the features span the
+samples the held-out predictions come from a scaled residual maker instead:
+``_left_out_spanning``). These are often the best
 features of all; an undefined score would rank them last.
 
 **The class frequencies are the whole training set's.** The refitted intercept is
@@ -170,13 +171,14 @@ def voice_probe_accuracy(
 
     u, squares, _ = left_singular_vectors(x)
     totals = targets.sum(0)  # [C]
-    if float(penalty) == 0.0:
-        if squares.numel() != count - 1:  # the evidence counted the dimensions at another round-off
-            raise UndefinedScore(
-                f"the evidence chose no ridge penalty, but the {features.shape[1]}-dimensional features span only "
-                f"{squares.numel()} of the {count - 1} directions of {count} centred samples"
-            )
-        left_out = _ridgeless_left_out(u, squares, targets, groups)
+    spanning = squares.numel() == count - 1  # the features span every direction of the centred samples
+    if spanning and math.isfinite(float(penalty)):
+        left_out = _left_out_spanning(u, squares, penalty, targets, groups)
+    elif float(penalty) == 0.0:  # the evidence counted the dimensions at another round-off
+        raise UndefinedScore(
+            f"the evidence chose no ridge penalty, but the {features.shape[1]}-dimensional features span only "
+            f"{squares.numel()} of the {count - 1} directions of {count} centred samples"
+        )
     else:
         hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
         fitted = hat @ targets
@@ -199,18 +201,21 @@ def voice_probe_accuracy(
     return (left_out.argmax(1) == labels)[scored].to(torch.float64).mean()
 
 
-def _ridgeless_left_out(u: Tensor, squares: Tensor, targets: Tensor, groups: list[Tensor]) -> Tensor:
-    r"""Held-out predictions ``[M, C]`` of the minimum-norm interpolator (the penalty's limit
-    0), where the centred features span all ``M - 1`` directions orthogonal to the constant
-    (``u`` ``[M, M - 1]``, ``squares`` their ``X^T X`` eigenvalues).
+def _left_out_spanning(u: Tensor, squares: Tensor, penalty: Tensor, targets: Tensor, groups: list[Tensor]) -> Tensor:
+    r"""Held-out predictions ``[M, C]`` where the centred features span all ``M - 1``
+    directions orthogonal to the constant (``u`` ``[M, M - 1]``, ``squares`` their ``X^T X``
+    eigenvalues), for any finite penalty :math:`t \ge 0`, 0 included (the minimum-norm
+    interpolator).
 
-    There the hat matrix is the identity and the deletion formula divides 0 by 0; its limit
-    comes from the residual maker instead, :math:`I - H = t\, U (S^2 + t)^{-1} U^\top`: the
-    held-out residuals :math:`(I - H)_{gg}^{-1} ((I - H) Y)_g` do not change when it is
-    scaled, so :math:`R = U S^{-2} U^\top` (the pseudo-inverse of the centred Gram matrix)
-    gives them at :math:`t = 0`, and :math:`\hat Y_{-g} = Y_g - R_{gg}^{-1} (R Y)_g`.
+    There :math:`I - H = t\, U (S^2 + t)^{-1} U^\top`, which vanishes as :math:`t \to 0`
+    (the deletion formula's :math:`I - H_{gg}` divides 0 by 0 at the limit, and loses digits
+    near it). The held-out residuals :math:`(I - H)_{gg}^{-1} ((I - H) Y)_g` do not change
+    when :math:`I - H` is scaled, so :math:`R = U (S^2 + t)^{-1} U^\top` gives them at every
+    :math:`t` (at 0, the pseudo-inverse of the centred Gram matrix), and
+    :math:`\hat Y_{-g} = Y_g - R_{gg}^{-1} (R Y)_g`: the same predictions as the deletion
+    formula, without the cancellation.
     """
-    residual_maker = (u / squares) @ u.T  # [M, M]
+    residual_maker = (u / (squares + penalty)) @ u.T  # [M, M]
     residuals = residual_maker @ targets
     if len(groups) == targets.shape[0]:
         return targets - residuals / residual_maker.diagonal().unsqueeze(1)
