@@ -256,7 +256,7 @@ def test_ties_of_the_first_estimator_are_broken_by_the_next(tmp_path, monkeypatc
     own direction), whatever order the candidates came in, and every consumer of the order
     agrees: the ranking's rows, the best layer and the W&B summary's best row."""
     from lightning_tx.loggers import TxWandbLogger
-    from lightning_tx.ranking.report import sort_rows
+    from lightning_tx.ranking.report import ranking_markdown, sort_rows, tied_ranks
     from lightning_tx.scoring import best_layer, order_key
     from lightning_tx.scoring.publish import publish_scores
 
@@ -272,6 +272,11 @@ def test_ties_of_the_first_estimator_are_broken_by_the_next(tmp_path, monkeypatc
         ranked = sort_rows([dict(r) for r in order], estimators)
         assert [r["candidate"] for r in ranked] == ["c", "a", "d", "b"] and [r["rank"] for r in ranked] == [1, 2, 3, 4]
     assert [r["candidate"] for r in sort_rows([dict(r) for r in rows], "pooled_voice_probe")][-1] == "b"
+    ranking = {"estimators": estimators, "rows": [{**r, "seconds": 1.0} for r in ranked]}
+    tied = "Tied on pooled_voice_probe (ordered by the next estimators in turn): ranks 1-2."
+    assert tied in ranking_markdown(ranking)
+    values = [3, 2, 2, 2, 1, nan, nan]  # undefined scores never tie
+    assert tied_ranks([{"rank": i + 1, "scores": {"e": v}} for i, v in enumerate(values)], "e") == [[2, 3, 4]]
     assert order_key(rows[2]["scores"], estimators) < order_key(rows[0]["scores"], estimators)
 
     results = {e: {r["layer"]: r["scores"][e] for r in rows} for e in estimators}

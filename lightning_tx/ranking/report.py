@@ -42,7 +42,28 @@ def ranking_markdown(ranking: dict[str, Any]) -> str:
         notes += [f"- {row['candidate']} / L{row['layer']}, {e}: {why}" for e, why in row.get("undefined", {}).items()]
     if notes:
         lines += ["", "Undefined scores (ranked last):", *notes]
+    ties = tied_ranks(ranking["rows"], estimators[0])
+    if ties and len(estimators) > 1:
+        spans = ", ".join(f"{group[0]}-{group[-1]}" for group in ties)
+        lines += ["", f"Tied on {estimators[0]} (ordered by the next estimators in turn): ranks {spans}."]
     return "\n".join(lines) + "\n"
+
+
+def tied_ranks(rows: list[dict[str, Any]], estimator: str) -> list[list[int]]:
+    """The ranks of each run of consecutive rows (in ranking order) with the same defined
+    ``estimator`` score, two rows or more: the ties that the next estimators ordered."""
+    runs: list[list[int]] = []
+    previous = None
+    for row in rows:
+        value = row["scores"][estimator]
+        defined = value is not None and not math.isnan(value)
+        if defined and value == previous:
+            if runs and runs[-1][-1] == row["rank"] - 1:
+                runs[-1].append(row["rank"])
+            else:
+                runs.append([row["rank"] - 1, row["rank"]])
+        previous = value if defined else None
+    return runs
 
 
 def write_ranking(run_dir: str | os.PathLike, ranking: dict[str, Any]) -> dict[str, Path]:
