@@ -4,6 +4,7 @@ seed, baselines, a significance test across tasks and seeds, cost, and plots."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,15 @@ def _best_layer_score(scores: dict[str, float], estimator: str) -> float:
 
 
 def rank_estimators() -> list[str]:
-    """The estimators of ``configs/rank.yaml``: the first orders rankings, the next break ties."""
+    """The estimators of ``configs/rank.yaml``: the first orders rankings, the next break ties
+    (read once per process: the report asks for them per task and view)."""
+    return list(_rank_estimators())
+
+
+@functools.cache
+def _rank_estimators() -> tuple[str, ...]:
     config = yaml.safe_load(RANK_CONFIG.read_text(encoding="utf-8"))
-    return list(config["model"]["init_args"]["estimators"])
+    return tuple(config["model"]["init_args"]["estimators"])
 
 
 def order_scores(task: dict[str, Any], estimators: list[str]) -> dict[str, dict[str, float]] | None:
@@ -45,8 +52,9 @@ def order_scores(task: dict[str, Any], estimators: list[str]) -> dict[str, dict[
     every (candidate, layer) pair of ``task``: the number of distinct places at or below the
     pair's, so pairs tied on every estimator of the chain share a score. None where the
     benchmark lacks the chain's first estimator; later ones it lacks are left out."""
-    chain = [e for e in rank_estimators() if e in estimators]
-    if not chain or chain[0] != rank_estimators()[0]:
+    configured = rank_estimators()
+    chain = [e for e in configured if e in estimators]
+    if not chain or chain[0] != configured[0]:
         return None
     candidates = task["candidates"]
     keys = {(n, k): order_key({e: candidates[n]["scores"][e][k] for e in chain}, chain)

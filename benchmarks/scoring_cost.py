@@ -41,6 +41,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))  # the benchmark's own modules
 
 import ranking_quality as benchmark  # noqa: E402
+from quality_report import rank_estimators  # noqa: E402
 
 from lightning_tx.data import SpeechDataModule  # noqa: E402
 from lightning_tx.finetune import FineTuneModule  # noqa: E402
@@ -60,10 +61,6 @@ def confirm_epochs(path: Path = CONFIGS / "confirm.yaml") -> tuple[int, dict]:
         "seeds": seeds,
         "epochs": config["max_epochs"],
     }
-
-
-def rank_estimators(path: Path = CONFIGS / "rank.yaml") -> list[str]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["model"]["init_args"]["estimators"]
 
 
 def scoring_seconds(encoder, dm: SpeechDataModule, labels: TaskLabels, estimators: list[str]) -> float:
