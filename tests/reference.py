@@ -276,9 +276,10 @@ def reference_shared_evidence_penalty(x: np.ndarray, targets: np.ndarray) -> flo
 def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: int, penalty: float) -> float:
     """Leave-one-speaker-out by refitting: for each held-out group (a speaker, or a sample
     when ``speakers`` is None), a ridge regression with an unpenalised intercept on the other
-    samples (features z-scored over all of them), predicting the group's samples whose class
-    the other groups have with the class frequencies of all samples in place of theirs:
-    ``ybar + (x - xbar_fold) W_fold``; at ``penalty`` 0, the minimum-norm least-squares
+    samples (features z-scored over all of them), to one-hot targets that give each class
+    the weight it has in all samples (its indicator times its count in all samples over its
+    count in the fold), predicting the group's samples whose class the other groups have
+    (arg-max over the classes the fold has); at ``penalty`` 0, the minimum-norm least-squares
     weights."""
     x = f.astype(np.float64)
     x = (x - x.mean(0)) / x.std(0)
@@ -288,14 +289,17 @@ def reference_voice_probe(f: np.ndarray, y: np.ndarray, speakers, num_classes: i
     correct, scored = 0, 0
     for group in np.unique(groups):
         held = groups == group
-        xr, tr = x[~held], targets[~held]
+        fold_counts = targets[~held].sum(0)
+        present = fold_counts > 0
+        weight = np.where(present, targets.sum(0) / np.maximum(fold_counts, 1), 0.0)
+        xr, tr = x[~held], targets[~held] * weight
         x_mean, t_mean = xr.mean(0), tr.mean(0)
         xc = xr - x_mean
         if penalty == 0:  # the limit: the minimum-norm least-squares fit
             weights = np.linalg.lstsq(xc, tr - t_mean, rcond=None)[0]
         else:
             weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(d), xc.T @ (tr - t_mean))
-        prediction = targets.mean(0) + (x[held] - x_mean) @ weights
+        prediction = np.where(present, t_mean + (x[held] - x_mean) @ weights, -np.inf)
         predictable = np.isin(y[held], y[~held])  # a class the other groups have
         correct += int((prediction.argmax(1) == y[held])[predictable].sum())
         scored += int(predictable.sum())
