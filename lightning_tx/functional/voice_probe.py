@@ -202,8 +202,10 @@ def voice_probe_accuracy(
                 block = hat[rows][:, rows]
                 eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
                 left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
-    kept = totals - targets if len(groups) == count else torch.empty_like(targets)  # [M, C]: the fold's class counts
-    if len(groups) < count:
+    if len(groups) == count:  # [M, C]: each class's count in the fold that holds the sample out
+        kept = totals - targets
+    else:
+        kept = torch.empty_like(targets)
         for rows in groups:
             kept[rows] = totals - targets[rows].sum(0)
     # each class weighs in its fold what it weighs in the whole set (see the module); a class the
