@@ -52,7 +52,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))  # the benchmark's own modules
 
 from probes import Recipe, encode_split, ground_truth, top_layer_of  # noqa: E402
-from quality_report import write_report  # noqa: E402
+from quality_report import rank_estimators, write_report  # noqa: E402
 
 from lightning_tx.data import SpeechDataModule, collate_utterances  # noqa: E402
 from lightning_tx.data.augment import degrade_manifest  # noqa: E402
@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> Path:
         "threads": setting.threads,
         "seeds": list(setting.seeds),
         "estimators": ESTIMATORS,
+        "rank_estimators": rank_estimators(),  # the report's ranking order, as configs/rank.yaml has it now
         "recipe": vars(setting.recipe),
         "zoo": zoo,
         "tasks": {},

@@ -25,9 +25,11 @@ def test_ranking_quality_quick(tmp_path):
         assert f"## Task: {task}" in text and (tmp_path / "docs" / f"benchmark-{task}.png").is_file()
     assert "| *random order* |" in text and "## Cost" in text and "Wilcoxon" in text
     assert "| *reliability (exact results)* |" in text and "| *test-voice halves* |" in text
+    assert "| *fine-tuned, val split* |" in text
     assert "### model-wise, last layer fine-tuned (top_n=1)" in text
     assert "| ranking order |" in text and "Goals for the ranking order" in text
     data = json.loads((tmp_path / "docs" / "benchmark.json").read_text())
+    assert data["rank_estimators"] == benchmark.rank_estimators()
     assert data["tasks"]["minimal-pairs"]["test_units"] == data["tasks"]["minimal-pairs"]["utterances"]["test"]
     assert data["tasks"]["phones"]["test_units"] > data["tasks"]["phones"]["utterances"]["test"]  # phones
     names = {entry["name"] for entry in data["zoo"]}
@@ -227,3 +229,46 @@ def test_ranking_order_breaks_the_first_estimators_ties_by_the_next():
     rows = analysis["tasks"]["t"]["model-wise, frozen head"]["rows"]
     assert rows[ORDER]["top1_regret"] == 0 and rows[first]["top1_regret"] > 0
     assert analysis["default"] != ORDER
+    # The chain a benchmark run recorded, not the checkout's config, orders its report.
+    reversed_places = order_scores(task, estimators, [second, first])
+    assert reversed_places["a"]["1"] > reversed_places["b"]["0"] and places["a"]["1"] < places["b"]["0"]
+    data["rank_estimators"] = [second, first]
+    assert analyse(data)["tasks"]["t"]["model-wise, frozen head"]["rows"][ORDER]["top1_regret"] > 0
+
+
+def test_fine_tuned_heads_ranked_on_the_val_split_are_a_baseline():
+    """The baseline of fine-tuning itself: each candidate at its layer with the best
+    validation result, against its best test result; every pair by its validation result;
+    compared with the default in the significance test; absent where a result has no
+    validation value (older benchmark files)."""
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    from quality_report import VALIDATION, analyse, views
+
+    from lightning_tx.metrics import get_estimator
+
+    estimators = ["pooled_voice_probe", *get_estimator("ensemble").members]
+
+    def candidate(results):  # [(val, test)] per layer
+        scores = {e: {str(k): float(k) for k in range(len(results))} for e in estimators}
+        frozen = {str(k): {"val": v, "mean": t, "test": [t]} for k, (v, t) in enumerate(results)}
+        return {"scores": scores, "frozen": frozen, "top_n": None, "parameters": 1}
+
+    # The validation split orders a, b, c (by their best layers: 0.9, 0.5, 0.4); the test split c, b, a.
+    candidates = {"a": candidate([(0.9, 0.1), (0.2, 0.2)]), "b": candidate([(0.5, 0.5)]),
+                  "c": candidate([(0.1, 0.3), (0.4, 0.8)])}  # fmt: skip
+    task = {"candidates": candidates, "description": "", "metric": "accuracy", "num_classes": 2}
+    task.update(utterances={"test": 10}, test_units=10)
+    model_wise = views(task, estimators, [0])["model-wise, frozen head"]
+    assert model_wise[VALIDATION] == [0.9, 0.5, 0.4]
+    assert views(task, estimators, [0])["all (candidate, layer) pairs, frozen head"][VALIDATION] == [
+        0.9, 0.2, 0.5, 0.1, 0.4
+    ]  # fmt: skip
+    analysis = analyse({"estimators": estimators, "seeds": [0], "tasks": {"t": task}})
+    row = analysis["tasks"]["t"]["model-wise, frozen head"]["rows"][VALIDATION]
+    assert row["spearman_rho"] == pytest.approx(-1.0) and row["rho_by_seed"] == [pytest.approx(-1.0)]
+    assert VALIDATION in analysis["significance"] and VALIDATION not in analysis["mean_rho"]
+
+    del task["candidates"]["b"]["frozen"]["0"]["val"]
+    assert VALIDATION not in views(task, estimators, [0])["model-wise, frozen head"]
+    assert VALIDATION not in analyse({"estimators": estimators, "seeds": [0], "tasks": {"t": task}})["tasks"]["t"][
+        "model-wise, frozen head"]["rows"]  # fmt: skip
