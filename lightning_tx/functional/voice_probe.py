@@ -191,15 +191,17 @@ def voice_probe_accuracy(
             f"{squares.numel()} of the {count - 1} directions of {count} centred samples"
         )
     else:
-        hat = (u * (squares / (squares + penalty))) @ u.T + 1.0 / count  # [M, M]
-        fitted = hat @ targets
+        # H = U diag(shrink) U^T + 1/M, used only through H Y and its diagonal blocks: never
+        # formed, so memory grows as M r, not M^2
+        shrunk = u * (squares / (squares + penalty))  # [M, r]
+        fitted = shrunk @ (u.T @ targets) + targets.mean(0)  # H Y
         if len(groups) == count:  # leave-one-out: the deletion formula on the diagonal
-            leverage = hat.diagonal().unsqueeze(1)
+            leverage = ((shrunk * u).sum(1) + 1.0 / count).unsqueeze(1)
             left_out = (fitted - leverage * targets) / (1 - leverage)
         else:
             left_out = torch.empty_like(fitted)
             for rows in groups:
-                block = hat[rows][:, rows]
+                block = shrunk[rows] @ u[rows].T + 1.0 / count  # H_gg
                 eye = torch.eye(len(rows), dtype=torch.float64, device=x.device)
                 left_out[rows] = torch.linalg.solve(eye - block, fitted[rows] - block @ targets[rows])
     if len(groups) == count:  # [M, C]: each class's count in the fold that holds the sample out
@@ -228,13 +230,13 @@ def _left_out_spanning(u: Tensor, squares: Tensor, penalty: Tensor, targets: Ten
     :math:`\hat Y_{-g} = Y_g - R_{gg}^{-1} (R Y)_g`: the same predictions as the deletion
     formula, without the cancellation.
     """
-    residual_maker = (u / (squares + penalty)) @ u.T  # [M, M]
-    residuals = residual_maker @ targets
+    scaled = u / (squares + penalty)  # R = scaled U^T, used only through R Y and its diagonal blocks
+    residuals = scaled @ (u.T @ targets)  # R Y
     if len(groups) == targets.shape[0]:
-        return targets - residuals / residual_maker.diagonal().unsqueeze(1)
+        return targets - residuals / (scaled * u).sum(1).unsqueeze(1)
     left_out = torch.empty_like(targets)
     for rows in groups:
-        left_out[rows] = targets[rows] - torch.linalg.solve(residual_maker[rows][:, rows], residuals[rows])
+        left_out[rows] = targets[rows] - torch.linalg.solve(scaled[rows] @ u[rows].T, residuals[rows])
     return left_out
 
 
