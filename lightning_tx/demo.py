@@ -9,7 +9,8 @@ On a CPU, with nothing downloaded:
    (``benchmarks/zoo/candidates.yaml``: log-mel Conformers pre-trained with CTC at three
    budgets, masked units in English and German, speaker classes, German phones, a larger
    and a smaller one, a raw-waveform wav2vec2-style model, untrained networks, filterbank
-   and MFCC) with the default estimator first (it orders the ranking), then the others;
+   and MFCC) with ``configs/rank.yaml``'s estimators (the default first: it orders the
+   ranking, the next break its ties), then a few others to compare;
 3. ``train.py confirm --all true``: fine-tune a linear head on every scored layer with one
    recipe (frozen, z-scored features, computed once per layer), its learning rate chosen on
    the validation split from a sweep, then the mean test accuracy over 3 seeds; report how
@@ -35,30 +36,33 @@ import yaml
 from lightning_tx.cli import main as cli_main
 from lightning_tx.data.corpus import CONFUSABLE_WORDS, WORDS, build_corpus
 
-# The benchmark's default first (it orders the ranking), then the others for comparison.
+# Compared with them after configs/rank.yaml's chain, which orders the ranking as `train.py rank`
+# does with that config: the confirming head's own softmax model, and the ensemble with its members.
 # TIH-SWD is not among them: it needs each encoder's own pre-training audio, and one
 # ``--source_manifest`` cannot be that for a zoo of several languages and none.
-DEMO_ESTIMATORS = [
-    "pooled_voice_probe",
-    "pooled_logistic_probe",
-    "pooled_logme_standardized",
-    "pooled_logme",
-    "ensemble",
-    "logme",
-    "halpha",
-    "gbc",
-    "knn",
-]
+COMPARED_ESTIMATORS = ("pooled_logistic_probe", "pooled_logme", "ensemble")
 # The head's learning rates, chosen per candidate on the validation split (features z-scored).
 CONFIRM_LEARNING_RATES = (0.01, 0.03, 0.1)
 # The zoo pre-trained by benchmarks/ranking_quality.py, versioned with the code (pre-training
 # gives other weights on other CPUs); its checkpoint paths are relative to the repository.
 REPOSITORY = Path(__file__).resolve().parent.parent
 ZOO = REPOSITORY / "benchmarks" / "zoo" / "candidates.yaml"
+RANK_CONFIG = REPOSITORY / "configs" / "rank.yaml"
 QUICK_ZOO = ("fbank", "mfcc", "untrained", "ctc-en-small")
 # Voices drawn with another seed than the benchmark corpus's (0 and 1), whose voices the zoo
 # was pre-trained on: same synthesizer, new (voice, variant, pitch, rate) draws.
 VOICE_SEED = 2
+
+
+def demo_estimators(path: Path = RANK_CONFIG) -> list[str]:
+    """The estimators of ``configs/rank.yaml`` (the first orders the ranking, the next break
+    its exact ties, as ``train.py rank`` does with that config), then
+    :data:`COMPARED_ESTIMATORS`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo ranks with the estimators of {path}, which is missing: run it from a "
+                                "checkout of the repository (`make demo`)")  # fmt: skip
+    chain = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]["init_args"]["estimators"]
+    return list(dict.fromkeys([*chain, *COMPARED_ESTIMATORS]))
 
 
 def zoo_candidates(path: Path = ZOO, only: tuple[str, ...] | None = None) -> list[dict]:
@@ -139,7 +143,7 @@ def run(run_dir: Path, data_dir: Path, quick: bool = False) -> dict:
         "model": {
             "class_path": "lightning_tx.ranking.RankingModule",
             "init_args": {
-                "estimators": DEMO_ESTIMATORS,
+                "estimators": demo_estimators(),
                 "frame_labels": "utterance",
                 "candidates": candidates,
             },

@@ -276,6 +276,21 @@ def test_rank_agreement_against_scipy():
     assert rank_agreement([1, 2, 3], [0.8, 0.5, 0.4], higher_is_better=False)["spearman_rho"] == pytest.approx(1.0)
 
 
+def test_demo_ranks_with_the_rank_configs_estimators_first(tmp_path):
+    """The demo orders its ranking as `train.py rank --config configs/rank.yaml` does: that
+    config's estimators first and in order, then the others it compares, each once."""
+    import yaml
+
+    from lightning_tx.demo import COMPARED_ESTIMATORS, RANK_CONFIG, demo_estimators
+
+    chain = yaml.safe_load(RANK_CONFIG.read_text(encoding="utf-8"))["model"]["init_args"]["estimators"]
+    estimators = demo_estimators()
+    assert estimators[: len(chain)] == chain and chain[0] == "pooled_voice_probe"
+    assert set(estimators) == {*chain, *COMPARED_ESTIMATORS} and len(set(estimators)) == len(estimators)
+    with pytest.raises(FileNotFoundError, match="rank.yaml"):
+        demo_estimators(tmp_path / "rank.yaml")
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capfd, caplog):
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
