@@ -216,9 +216,10 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
     """Every agreement number of the report."""
     estimators = reported(data)
     seeds = data["seeds"]
+    chain = ranking_chain(data)  # the run's, read once
     analysis: dict[str, Any] = {"tasks": {}}
     for task_name, task in data["tasks"].items():
-        task_views = views(task, data["estimators"], seeds, ranking_chain(data))
+        task_views = views(task, data["estimators"], seeds, chain)
         result = {}
         for view_name, view in task_views.items():
             rows = {}
@@ -250,7 +251,7 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
                 "range": [float(truth.min()), float(truth.max())],
                 "n": len(truth),
             }
-        layer_views = layerwise(task, data["estimators"], ranking_chain(data))
+        layer_views = layerwise(task, data["estimators"], chain)
         result["layer-wise, frozen head (mean over models)"] = {
             "rows": {
                 e: {
@@ -386,8 +387,8 @@ def write_report(out: Path, data: dict[str, Any]) -> Path:
         "the learning-rate sweep) by their accuracy on the task's validation split (the mean over seeds at the "
         "learning rate chosen there, so a little optimistic): what fine-tuning every candidate and keeping the "
         "best on a validation split of that size tells, the work the estimators replace. It sees other voices "
-        "than the training split the estimators score, and fewer utterances (each task's sizes are in its "
-        "section).",
+        "than the training split the estimators score, and on most tasks fewer utterances (each task's sizes "
+        "are in its section).",
     ]
     for e in [default, *([ORDER] if ORDER in estimators else [])]:
         lines += _goal_lines(analysis, e, default, ranking_chain(data))
